@@ -1,0 +1,33 @@
+# The whole set-up on a fresh Debian machine: `make run` and `make test`.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_PACKAGES := ca-certificates openssl
+BENCH_PACKAGES := nginx-light wrk
+
+.PHONY: run test install system-deps bench clean
+
+install: $(STAMP)
+
+system-deps:
+	@scripts/apt-ensure $(APT_PACKAGES)
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory system-deps
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+run: install
+	$(VENV)/bin/edgeward demo
+
+test: install
+	$(VENV)/bin/pytest -q
+
+bench: install
+	@scripts/apt-ensure $(BENCH_PACKAGES)
+	bench/proxy.sh
+
+clean:
+	rm -rf $(VENV) var

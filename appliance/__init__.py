@@ -1,0 +1,1 @@
+"""Edgeward: the running appliance (CLI, config, pipeline, proxy, server, admin plane)."""

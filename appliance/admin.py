@@ -1,0 +1,95 @@
+"""The admin listener: health, readiness, Prometheus metrics and the authenticated admin API.
+
+Probes and metrics are open (the listener binds to a private address); everything under ``/api``
+needs ``Authorization: Bearer <token>`` where the token comes from the env var ``admin.token_env``.
+Without that variable set the API refuses every call (fail closed).
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import multiprocess
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .config import parse_listen
+from .configfile import load_config
+from .errors import ConfigError
+from .reloader import request_reload
+from .types import ASGIApp, Receive, Scope, Send
+
+
+class BearerTokenMiddleware:
+    """Plain ASGI guard for a path prefix; compares tokens in constant time."""
+
+    def __init__(self, app: ASGIApp, token: str | None, prefix: str = "/api") -> None:
+        self.app = app
+        self.token = token.encode() if token else None
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+            supplied = b""
+            for name, value in scope["headers"]:
+                if name == b"authorization" and value[:7].lower() == b"bearer ":
+                    supplied = value[7:].strip()
+            if self.token is None or not hmac.compare_digest(supplied, self.token):
+                reason = "admin token not configured" if self.token is None else "invalid or missing admin token"
+                response = JSONResponse({"error": reason}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_admin() -> ASGIApp:
+    config_path = os.environ["EDGEWARD_CONFIG"]
+    config = load_config(config_path)
+    public = parse_listen(config.listen)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        host = "127.0.0.1" if public[0] in ("0.0.0.0", "") else ("::1" if public[0] == "::" else public[0])
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, public[1]), 1.0)
+            writer.close()
+        except (OSError, asyncio.TimeoutError):
+            return JSONResponse({"status": "not ready", "listener": config.listen}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    async def metrics(request: Request) -> Response:
+        registry = CollectorRegistry()
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def reload(request: Request) -> Response:
+        try:
+            new = await asyncio.to_thread(load_config, config_path)
+        except ConfigError as exc:
+            return JSONResponse({"reloaded": False, "problems": [str(p) for p in exc.problems]}, status_code=422)
+        await asyncio.to_thread(request_reload, new)
+        return JSONResponse({"reloaded": True})
+
+    async def check(request: Request) -> Response:
+        try:
+            await asyncio.to_thread(load_config, config_path)
+        except ConfigError as exc:
+            return JSONResponse({"valid": False, "problems": [str(p) for p in exc.problems]})
+        return JSONResponse({"valid": True})
+
+    app = Starlette(routes=[
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Route("/api/reload", reload, methods=["POST"]),
+        Route("/api/config/check", check),
+    ])
+    return BearerTokenMiddleware(app, os.environ.get(config.admin.token_env))

@@ -1,0 +1,76 @@
+"""Hot reload inside each worker: watch the config file and the reload stamp, swap atomically.
+
+Each worker polls (a stat every ``interval`` seconds, off the event loop) rather than relying on a
+signal, so SIGHUP to the supervisor, ``edgeward reload``, the admin API and an edited file all take
+the same path: the stamp or the file changes, every worker notices within ``interval``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from .config import Config
+from .configfile import load_config
+from .errors import ConfigError
+from .metrics import RELOADS
+
+log = logging.getLogger("edgeward.reload")
+
+STAMP = "run/reload.stamp"
+
+
+def stamp_path(config: Config) -> Path:
+    return config.state_dir / STAMP
+
+
+def request_reload(config: Config) -> Path:
+    """Ask every worker to reload (what SIGHUP, ``edgeward reload`` and the admin API do)."""
+    path = stamp_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(str(os.getpid()))
+    os.utime(path)
+    return path
+
+
+def _signature(config_path: str, stamp: Path) -> tuple[object, ...]:
+    out: list[object] = []
+    for path in (config_path, stamp):
+        try:
+            st = os.stat(path)
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+class ConfigWatcher:
+    def __init__(self, config_path: str, current: Config, apply: Callable[[Config], None], interval: float = 0.2):
+        self.config_path = config_path
+        self.current = current
+        self.apply = apply
+        self.interval = interval
+
+    async def run(self) -> None:
+        last = await asyncio.to_thread(_signature, self.config_path, stamp_path(self.current))
+        while True:
+            await asyncio.sleep(self.interval)
+            sig = await asyncio.to_thread(_signature, self.config_path, stamp_path(self.current))
+            if sig == last:
+                continue
+            last = sig
+            await self.reload()
+
+    async def reload(self) -> bool:
+        try:
+            config = await asyncio.to_thread(load_config, self.config_path)
+        except ConfigError as exc:
+            RELOADS.labels("refused").inc()
+            log.error("config reload refused, still serving the previous config:\n%s", exc)
+            return False
+        self.apply(config)
+        self.current = config
+        RELOADS.labels("applied").inc()
+        return True

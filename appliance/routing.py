@@ -1,0 +1,53 @@
+"""Host -> domain and path -> route lookup, compiled once per config.
+
+Exact hosts win over wildcards; among wildcards the longest suffix wins (as nginx's server_name).
+Routes match by longest path prefix; a domain without a matching route uses its default route.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+def normalise_host(raw: bytes) -> str:
+    """Lower-case host without the port and trailing dot; IPv6 literals keep their brackets."""
+    host = raw.decode("latin-1").strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else host
+    return host.partition(":")[0].rstrip(".")
+
+
+class HostTable(Generic[T]):
+    def __init__(self, entries: Iterable[tuple[str, T]]) -> None:
+        self._exact: dict[str, T] = {}
+        wildcards: list[tuple[str, T]] = []
+        for pattern, value in entries:
+            if pattern.startswith("*."):
+                wildcards.append((pattern[1:], value))  # ".example.com"
+            else:
+                self._exact[pattern] = value
+        self._wildcards = sorted(wildcards, key=lambda item: len(item[0]), reverse=True)
+
+    def lookup(self, host: str) -> T | None:
+        found = self._exact.get(host)
+        if found is not None:
+            return found
+        for suffix, value in self._wildcards:
+            if host.endswith(suffix) and len(host) > len(suffix):
+                return value
+        return None
+
+
+class RouteTable(Generic[T]):
+    def __init__(self, routes: Sequence[tuple[str, T]], default: T) -> None:
+        self._routes = sorted(routes, key=lambda item: len(item[0]), reverse=True)
+        self._default = default
+
+    def lookup(self, path: str) -> T:
+        for prefix, value in self._routes:
+            if path.startswith(prefix):
+                return value
+        return self._default
