@@ -179,11 +179,16 @@ class UpstreamConfig(Strict):
 Upstream = Annotated[UpstreamConfig, BeforeValidator(_upstream_shorthand)]
 
 
+def _off(value: Any) -> Any:
+    """YAML 1.1 reads a bare ``off`` as false; operators mean the word."""
+    return "off" if value is False else value
+
+
 class WafConfig(Strict):
     """Accepted now so the documented config loads; enforced by the WAF stage (issue: WAF)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    mode: Literal["block", "detect", "off"] = "off"
+    mode: Annotated[Literal["block", "detect", "off"], BeforeValidator(_off)] = "off"
 
 
 class RouteConfig(Strict):
