@@ -36,6 +36,9 @@ _WS_HANDSHAKE = frozenset(
 )
 
 
+PREFETCH = 64 * 1024  # body bytes read before contacting the upstream
+
+
 class ClientGone(Exception):
     """The client disconnected before its request body was read."""
 
@@ -100,8 +103,28 @@ def _has_body(scope: Scope) -> tuple[bool, int | None]:
     return bool(length), length
 
 
-async def _request_body(receive: Receive, limit: int, state: dict[str, bool]) -> AsyncIterator[bytes]:
-    received = 0
+async def _prefetch(receive: Receive, want: int) -> tuple[bytes, bool]:
+    """Read up to ``want`` body bytes before the upstream is contacted, so a small body that is
+    malformed (bad chunking, client gone) is never forwarded, and a failed connect can be retried.
+    Returns (bytes read, whether the body is complete)."""
+    parts: list[bytes] = []
+    size = 0
+    while size < want:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        if chunk:
+            parts.append(chunk)
+            size += len(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts), True
+    return b"".join(parts), False
+
+
+async def _rest_of_body(first: bytes, receive: Receive, limit: int, state: dict[str, bool]) -> AsyncIterator[bytes]:
+    received = len(first)
+    yield first
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -125,6 +148,21 @@ def target_url(route: Route, origin: str, base_path: str, scope: Scope) -> str:
     return f"{url}?{query.decode('latin-1')}" if query else url
 
 
+async def _too_large(send: Send, ctx: RequestContext, accept: bytes | None, outcome: Outcome) -> Outcome:
+    outcome.status, outcome.verdict = 413, "reject"
+    outcome.sent = await send_local(send, 413, ctx.request_id, accept, "Request body too large")
+    return outcome
+
+
+async def _bad_body(send: Send, ctx: RequestContext, accept: bytes | None, outcome: Outcome) -> Outcome:
+    """The body ended early or broke its framing (the server reports both as a disconnect). Answer
+    400 in case the client is still there; log 499 as nginx does for a client that went away."""
+    outcome.status, outcome.verdict = 499, "reject"
+    with contextlib.suppress(Exception):
+        outcome.sent = await send_local(send, 400, ctx.request_id, accept, "Malformed request body")
+    return outcome
+
+
 class Proxy:
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
@@ -135,31 +173,36 @@ class Proxy:
         outcome = Outcome()
         has_body, length = _has_body(scope)
         if has_body and route.max_body_size and length is not None and length > route.max_body_size:
-            outcome.status, outcome.verdict = 413, "reject"
-            outcome.sent = await send_local(send, 413, ctx.request_id, accept, "Request body too large")
-            return outcome
+            return await _too_large(send, ctx, accept, outcome)
+        first = b""
+        complete = True
+        if has_body:
+            try:
+                first, complete = await _prefetch(receive, PREFETCH)
+            except ClientGone:
+                return await _bad_body(send, ctx, accept, outcome)
+            if complete and route.max_body_size and len(first) > route.max_body_size:
+                return await _too_large(send, ctx, accept, outcome)
         headers = upstream_headers(ctx, scope, route.preserve_host)
         state: dict[str, bool] = {}
         pool = route.pool
         target = pool.pick()
-        attempts = 1 if has_body or len(pool.targets) == 1 else 2
+        attempts = 2 if complete and len(pool.targets) > 1 else 1
         for attempt in range(attempts):
             outcome.upstream = target.address
-            body = _request_body(receive, route.max_body_size, state) if has_body else None
+            body: bytes | AsyncIterator[bytes] | None = first if complete else _rest_of_body(
+                first, receive, route.max_body_size, state)
             try:
                 response = await self.transport.send(
                     scope["method"], target_url(route, target.origin, target.base_path, scope),
-                    headers, body, route.timeouts, pool.ssl,
+                    headers, body if has_body else None, route.timeouts, pool.ssl,
                 )
                 break
             except UpstreamError as exc:
                 if state.get("too_large"):
-                    outcome.status, outcome.verdict = 413, "reject"
-                    outcome.sent = await send_local(send, 413, ctx.request_id, accept, "Request body too large")
-                    return outcome
+                    return await _too_large(send, ctx, accept, outcome)
                 if state.get("gone"):
-                    outcome.status, outcome.verdict = 499, "error"
-                    return outcome
+                    return await _bad_body(send, ctx, accept, outcome)
                 pool.failed(target)
                 if isinstance(exc, UpstreamConnectError) and attempt + 1 < attempts:
                     target = pool.pick(exclude=target)

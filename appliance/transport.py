@@ -38,7 +38,7 @@ class Transport(Protocol):
         method: str,
         url: str,
         headers: list[tuple[str, str]],
-        body: AsyncIterator[bytes] | None,
+        body: bytes | AsyncIterator[bytes] | None,
         timeouts: Timeouts,
         tls: ssl.SSLContext | bool | None,
     ) -> UpstreamResponse: ...
@@ -107,7 +107,7 @@ class AiohttpTransport:
         method: str,
         url: str,
         headers: list[tuple[str, str]],
-        body: AsyncIterator[bytes] | None,
+        body: bytes | AsyncIterator[bytes] | None,
         timeouts: Timeouts,
         tls: ssl.SSLContext | bool | None,
     ) -> UpstreamResponse:
