@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import os
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -50,18 +49,20 @@ class BearerTokenMiddleware:
 def create_admin() -> ASGIApp:
     config_path = os.environ["EDGEWARD_CONFIG"]
     config = load_config(config_path)
-    public = parse_listen(config.listen)
+    public = [parse_listen(config.listen)] + ([parse_listen(config.tls.listen)] if config.tls else [])
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        host = "127.0.0.1" if public[0] in ("0.0.0.0", "") else ("::1" if public[0] == "::" else public[0])
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, public[1]), 1.0)
-            writer.close()
-        except (OSError, asyncio.TimeoutError):
-            return JSONResponse({"status": "not ready", "listener": config.listen}, status_code=503)
+        """Ready when every public listener accepts connections."""
+        for address, port in public:
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address, address)
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+                writer.close()
+            except (OSError, asyncio.TimeoutError):
+                return JSONResponse({"status": "not ready", "listener": f"{address}:{port}"}, status_code=503)
         return JSONResponse({"status": "ready"})
 
     async def metrics(request: Request) -> Response:

@@ -21,7 +21,8 @@ from .reloader import ConfigWatcher
 from .responses import send_local
 from .routing import normalise_host
 from .runtime import Runtime, compile_runtime
-from .transport import AiohttpTransport, Transport
+from .h1client import H1Transport
+from .transport import Transport, WebSocketConnector
 from .types import Receive, Scope, Send
 
 log = logging.getLogger("edgeward.app")
@@ -43,8 +44,9 @@ class EdgewardApp:
     def __init__(self, config_path: str, transport: Transport | None = None) -> None:
         self.config_path = config_path
         self.runtime: Runtime | None = None
-        self.transport = transport or AiohttpTransport()
-        self.proxy = Proxy(self.transport)
+        self.transport = transport or H1Transport()
+        self.websockets = WebSocketConnector()
+        self.proxy = Proxy(self.transport, self.websockets)
         self.metrics = RequestMetrics()
         self.access_log: AccessLog | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -78,6 +80,7 @@ class EdgewardApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.transport.close()
+        await self.websockets.close()
         if self.access_log is not None:
             self.access_log.close()
 

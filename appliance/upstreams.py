@@ -13,9 +13,12 @@ from .config import UpstreamConfig
 class Target:
     """One upstream URL; ``address`` is what the access log shows."""
 
-    origin: str  # scheme://host:port
-    base_path: str  # prefix joined before the request path ("" for none)
-    address: str
+    scheme: str
+    host: str
+    port: int
+    base_path: bytes  # prefix joined before the request path (b"" for none)
+    address: str  # host:port, as the access log shows it
+    host_header: bytes  # Host sent upstream when the domain does not preserve the client's
     fails: int = 0
     down_until: float = 0.0
 
@@ -36,7 +39,9 @@ class UpstreamPool:
             port = parts.port or (443 if parts.scheme == "https" else 80)
             host = parts.hostname or ""
             netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            targets.append(Target(f"{parts.scheme}://{netloc}", parts.path.rstrip("/"), netloc))
+            default_port = port == (443 if parts.scheme == "https" else 80)
+            host_header = (f"[{host}]" if ":" in host else host) if default_port else netloc
+            targets.append(Target(parts.scheme, host, port, parts.path.rstrip("/").encode(), netloc, host_header.encode()))
         return cls(targets, cfg.max_fails, cfg.fail_timeout, _ssl_for(cfg))
 
     def pick(self, exclude: Target | None = None) -> Target:
