@@ -10,8 +10,9 @@ import asyncio
 import hmac
 import os
 
+from pathlib import Path
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client import multiprocess
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -20,6 +21,7 @@ from starlette.routing import Route
 from .config import parse_listen
 from .configfile import load_config
 from .errors import ConfigError
+from .metrics import SnapshotCollector
 from .reloader import request_reload
 from .types import ASGIApp, Receive, Scope, Send
 
@@ -51,6 +53,11 @@ def create_admin() -> ASGIApp:
     config = load_config(config_path)
     public = [parse_listen(config.listen)] + ([parse_listen(config.tls.listen)] if config.tls else [])
 
+    registry = CollectorRegistry()
+    metrics_dir = os.environ.get("EDGEWARD_METRICS_DIR")
+    if metrics_dir:
+        registry.register(SnapshotCollector(Path(metrics_dir)))
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -66,10 +73,7 @@ def create_admin() -> ASGIApp:
         return JSONResponse({"status": "ready"})
 
     async def metrics(request: Request) -> Response:
-        registry = CollectorRegistry()
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            multiprocess.MultiProcessCollector(registry)
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(await asyncio.to_thread(generate_latest, registry), media_type=CONTENT_TYPE_LATEST)
 
     async def reload(request: Request) -> Response:
         try:

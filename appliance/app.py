@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import time
+from pathlib import Path
 
 from .accesslog import AccessLog
 from .config import Config
 from .configfile import load_config
-from .metrics import RequestMetrics
+from .metrics import WorkerMetrics
 from .pipeline import RequestContext
 from .proxy import Outcome, Proxy
 from .reloader import ConfigWatcher
@@ -30,8 +32,13 @@ log = logging.getLogger("edgeward.app")
 _MAX_REQUEST_ID = 200
 
 
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return os.urandom(16).hex()
+    """32 hex characters: a random per-process prefix and a counter (unique, and cheap to make)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 def _valid_request_id(value: bytes) -> bool:
@@ -47,7 +54,9 @@ class EdgewardApp:
         self.transport = transport or H1Transport()
         self.websockets = WebSocketConnector()
         self.proxy = Proxy(self.transport, self.websockets)
-        self.metrics = RequestMetrics()
+        self.metrics = WorkerMetrics()
+        metrics_dir = os.environ.get("EDGEWARD_METRICS_DIR")
+        self.metrics_dir = Path(metrics_dir) if metrics_dir else None
         self.access_log: AccessLog | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -71,7 +80,7 @@ class EdgewardApp:
     async def _startup(self) -> None:
         config = await asyncio.to_thread(load_config, self.config_path)
         self.apply(config)
-        watcher = ConfigWatcher(self.config_path, config, self.apply)
+        watcher = ConfigWatcher(self.config_path, config, self.apply, self.metrics.reload)
         self._tasks = [asyncio.create_task(watcher.run()), asyncio.create_task(self._flush_logs())]
 
     async def _shutdown(self) -> None:
@@ -83,12 +92,22 @@ class EdgewardApp:
         await self.websockets.close()
         if self.access_log is not None:
             self.access_log.close()
+        self._dump_metrics()
+
+    def _dump_metrics(self) -> None:
+        if self.metrics_dir is not None:
+            try:
+                self.metrics.dump(self.metrics_dir)
+            except OSError as exc:
+                log.warning("cannot write metrics snapshot: %s", exc)
 
     async def _flush_logs(self) -> None:
+        """Flush the access log and publish metrics twice a second, off the request path."""
         while True:
             await asyncio.sleep(0.5)
             if self.access_log is not None:
                 self.access_log.flush()
+            await asyncio.to_thread(self._dump_metrics)
 
     # -- ASGI ----------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -151,7 +170,7 @@ class EdgewardApp:
                     route = domain.routes.lookup(scope["path"])
                     route_path = route.path
                     ctx = RequestContext(rid, scope, client_ip, trusted, host.decode("latin-1"), domain_name, route_path)
-                    verdict = await route.pipeline.run(ctx)
+                    verdict = await route.pipeline.run(ctx) if route.pipeline.stages else None
                     if verdict is not None:
                         ctx.verdict = verdict
                         outcome.status, outcome.verdict = verdict.status, "block"

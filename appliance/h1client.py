@@ -23,6 +23,7 @@ from .types import Headers
 _HIGH_WATER = 256 * 1024  # buffered response bytes before reading from the upstream pauses
 _LOW_WATER = 64 * 1024
 _MAX_IDLE_PER_ORIGIN = 256
+SWEEP_INTERVAL = 0.1  # seconds; the precision of read and total timeouts
 
 Origin = tuple[str, int, Any]  # host, port, TLS setting
 
@@ -30,8 +31,9 @@ Origin = tuple[str, int, Any]  # host, port, TLS setting
 class _Connection(asyncio.Protocol):
     """One upstream connection carrying one request at a time."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, active: set[_Connection]) -> None:
         self.loop = loop
+        self.active = active
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -54,7 +56,6 @@ class _Connection(asyncio.Protocol):
         self._interim = False
         self._waiter: asyncio.Future[None] | None = None
         self._read_paused = False
-        self._timer: asyncio.TimerHandle | None = None
         self._last = 0.0
         self._read_timeout = 0.0
         self._deadline = 0.0
@@ -153,27 +154,21 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    # -- timeouts: one timer per request, re-armed lazily ----------------------------------
+    # -- timeouts: checked by the transport's sweeper, so a request arms no timer of its own --
     def start_timer(self, read: float, deadline: float) -> None:
         self._read_timeout = read
         self._deadline = deadline
         self._last = self.loop.time()
-        self._timer = self.loop.call_at(min(self._last + read, deadline), self._on_timer)
+        self.active.add(self)
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        now = self.loop.time()
+    def check_timeouts(self, now: float) -> None:
         if now >= self._deadline:
             self._fail(UpstreamTimeout("upstream total timeout"))
         elif now - self._last >= self._read_timeout and not self._read_paused:
             self._fail(UpstreamTimeout("upstream read timeout"))
-        else:
-            self._timer = self.loop.call_at(min(self._last + self._read_timeout, self._deadline), self._on_timer)
 
     def _stop_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.active.discard(self)
 
     # -- used by the transport -------------------------------------------------------------
     async def drain(self, timeout: float) -> None:
@@ -221,6 +216,16 @@ class H1Response:
                 return
             yield chunk
 
+    def complete_body(self) -> bytes | None:
+        """The whole body if it already arrived with the head (small responses): one send, not three."""
+        conn = self._conn
+        if not conn.done or conn.error is not None:
+            return None
+        body = b"".join(conn.chunks)
+        conn.chunks.clear()
+        conn.buffered = 0
+        return body
+
     def close(self) -> None:
         self._pool.release(self._conn)
 
@@ -234,6 +239,17 @@ class H1Transport:
         self._origin_of: dict[int, Origin] = {}
         self._default_tls: ssl.SSLContext | None = None
         self._insecure_tls: ssl.SSLContext | None = None
+        self._active: set[_Connection] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def _sweep(self) -> None:
+        """Enforces read and total timeouts for every request in flight, 10 times a second."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = loop.time()
+            for conn in list(self._active):
+                conn.check_timeouts(now)
 
     def _tls(self, scheme: str, tls: ssl.SSLContext | bool | None) -> ssl.SSLContext | None:
         if scheme != "https":
@@ -256,7 +272,7 @@ class H1Transport:
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection(loop), host, port, ssl=tls,
+                loop.create_connection(lambda: _Connection(loop, self._active), host, port, ssl=tls,
                                        server_hostname=host if tls else None),
                 timeouts.connect,
             )
@@ -320,6 +336,8 @@ class H1Transport:
         else:
             head.append(b"transfer-encoding: chunked\r\n\r\n")
         request_head = b"".join(head)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         deadline = asyncio.get_running_loop().time() + timeouts.total
         for attempt in (0, 1):
             conn = self._reuse(origin) if attempt == 0 else None
@@ -371,6 +389,9 @@ class H1Transport:
                 transport.write(b"0\r\n\r\n")
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for idle in self._idle.values():
             for conn in idle:
                 conn.abort()

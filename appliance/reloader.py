@@ -15,7 +15,6 @@ from pathlib import Path
 from .config import Config
 from .configfile import load_config
 from .errors import ConfigError
-from .metrics import RELOADS
 
 log = logging.getLogger("edgeward.reload")
 
@@ -47,10 +46,14 @@ def _signature(config_path: str, stamp: Path) -> tuple[object, ...]:
 
 
 class ConfigWatcher:
-    def __init__(self, config_path: str, current: Config, apply: Callable[[Config], None], interval: float = 0.2):
+    def __init__(
+        self, config_path: str, current: Config, apply: Callable[[Config], None],
+        count: Callable[[str], None], interval: float = 0.2,
+    ) -> None:
         self.config_path = config_path
         self.current = current
         self.apply = apply
+        self.count = count
         self.interval = interval
 
     async def run(self) -> None:
@@ -67,10 +70,10 @@ class ConfigWatcher:
         try:
             config = await asyncio.to_thread(load_config, self.config_path)
         except ConfigError as exc:
-            RELOADS.labels("refused").inc()
+            self.count("refused")
             log.error("config reload refused, still serving the previous config:\n%s", exc)
             return False
         self.apply(config)
         self.current = config
-        RELOADS.labels("applied").inc()
+        self.count("applied")
         return True

@@ -72,7 +72,7 @@ def serve(config_path: str) -> int:
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True, exist_ok=True)
     os.environ["EDGEWARD_CONFIG"] = str(Path(config_path).resolve())
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    os.environ["EDGEWARD_METRICS_DIR"] = str(metrics_dir)
     (run_dir / "edgeward.pid").write_text(f"{os.getpid()}\n")
 
     ctx = multiprocessing.get_context("spawn")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,7 +76,10 @@ def test_metrics_count_requests_by_domain_status_verdict(app: Appliance) -> None
     for _ in range(3):
         httpx.get(app.url + "/m", headers={"Host": "app.example.test"})
     httpx.get(app.url + "/m", headers={"Host": "nowhere.test"})
-    text = httpx.get(app.admin + "/metrics").text
+    deadline = time.monotonic() + 3  # workers publish their counts twice a second
+    while 'domain="-",status="421"' not in (text := httpx.get(app.admin + "/metrics").text):
+        assert time.monotonic() < deadline, text
+        time.sleep(0.1)
     line = next(x for x in text.splitlines()
                 if x.startswith('edgeward_requests_total{domain="app.example.test",status="200",verdict="allow"}'))
     assert float(line.split()[-1]) >= 3
