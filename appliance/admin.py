@@ -23,6 +23,7 @@ from .configfile import load_config
 from .errors import ConfigError
 from .metrics import SnapshotCollector
 from .reloader import request_reload
+from .runtime import runtime_problems
 from .types import ASGIApp, Receive, Scope, Send
 
 
@@ -77,7 +78,7 @@ def create_admin() -> ASGIApp:
 
     async def reload(request: Request) -> Response:
         try:
-            new = await asyncio.to_thread(load_config, config_path)
+            new = await asyncio.to_thread(load_config, config_path, runtime_problems)
         except ConfigError as exc:
             return JSONResponse({"reloaded": False, "problems": [str(p) for p in exc.problems]}, status_code=422)
         await asyncio.to_thread(request_reload, new)
@@ -85,7 +86,7 @@ def create_admin() -> ASGIApp:
 
     async def check(request: Request) -> Response:
         try:
-            await asyncio.to_thread(load_config, config_path)
+            await asyncio.to_thread(load_config, config_path, runtime_problems)
         except ConfigError as exc:
             return JSONResponse({"valid": False, "problems": [str(p) for p in exc.problems]})
         return JSONResponse({"valid": True})

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 from .accesslog import AccessLog
-from .config import Config
 from .configfile import load_config
 from .metrics import WorkerMetrics
 from .pipeline import RequestContext
@@ -61,14 +60,15 @@ class EdgewardApp:
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- configuration -------------------------------------------------------------------
-    def apply(self, config: Config) -> None:
+    def apply(self, runtime: Runtime) -> None:
         previous = self.runtime
-        generation = previous.generation + 1 if previous else 1
+        config = runtime.config
+        generation = runtime.generation
         if previous is not None:
             for key in ("listen", "tls", "workers", "admin"):
                 if getattr(previous.config, key) != getattr(config, key):
                     log.warning("config key %r changed: it takes effect only after a restart", key)
-        self.runtime = compile_runtime(config, generation)
+        self.runtime = runtime
         if previous is None or previous.config.access_log != config.access_log:
             old = self.access_log
             self.access_log = AccessLog(config.access_log.path, config.access_log.enabled)
@@ -79,7 +79,7 @@ class EdgewardApp:
 
     async def _startup(self) -> None:
         config = await asyncio.to_thread(load_config, self.config_path)
-        self.apply(config)
+        self.apply(await asyncio.to_thread(compile_runtime, config, 1))
         watcher = ConfigWatcher(self.config_path, config, self.apply, self.metrics.reload)
         self._tasks = [asyncio.create_task(watcher.run()), asyncio.create_task(self._flush_logs())]
 
@@ -169,7 +169,7 @@ class EdgewardApp:
                     domain_name = domain.name
                     route = domain.routes.lookup(scope["path"])
                     route_path = route.path
-                    ctx = RequestContext(rid, scope, client_ip, trusted, host.decode("latin-1"), domain_name, route_path)
+                    ctx = RequestContext(rid, scope, client_ip, trusted, host.decode("latin-1"), domain_name, route_path, receive)
                     verdict = await route.pipeline.run(ctx) if route.pipeline.stages else None
                     if verdict is not None:
                         ctx.verdict = verdict

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import multiprocessing
 import os
@@ -34,8 +35,10 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(path: str) -> int:
+    from .runtime import runtime_problems
+
     try:
-        load_config(path)
+        load_config(path, check=runtime_problems)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -60,14 +63,102 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_reload(args: argparse.Namespace) -> int:
     from .reloader import request_reload
 
+    from .runtime import runtime_problems
+
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, check=runtime_problems)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         print("reload refused: the running config stays", file=sys.stderr)
         return 2
     request_reload(config)
     print("reload requested: workers switch within a second")
+    return 0
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    """Commands that only touch state need the config's state_dir, not a runnable config."""
+    try:
+        return load_config(args.config).state_dir
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+def _print(args: argparse.Namespace, record: dict[str, object], text: str) -> None:
+    print(json.dumps(record, sort_keys=True) if args.json else text)
+
+
+def cmd_bundle_import(args: argparse.Namespace) -> int:
+    from rules.errors import BundleError
+
+    from .bundles import import_bundle
+
+    state = _state_dir(args)
+    try:
+        result = import_bundle(state, Path(args.source), args.name, args.version)
+    except BundleError as exc:
+        print(f"import refused: {exc}", file=sys.stderr)
+        return 1
+    m = result.manifest
+    for path, why in sorted(result.excluded.items()):
+        print(f"note: {path} left out: {why}", file=sys.stderr)
+    _print(args, {"ref": m.ref, "digest": m.digest, "new": result.new, "rule_count": m.rule_count,
+                  "excluded": result.excluded},
+           f"{m.ref} {m.digest}\n{m.rule_count} rules, engine {m.engine}{'' if result.new else ' (already in the store)'}")
+    return 0
+
+
+def cmd_bundle_list(args: argparse.Namespace) -> int:
+    from .bundles import activations_for, store_for
+
+    state = _state_dir(args)
+    active = activations_for(state).active()
+    for m in store_for(state).manifests():
+        mark = "*" if active and active.digest == m.digest else " "
+        _print(args, {"ref": m.ref, "digest": m.digest, "rule_count": m.rule_count, "created": m.created,
+                      "active": mark == "*"},
+               f"{mark} {m.ref:24} {m.digest[:12]}  {m.rule_count:5} rules  {m.created}")
+    return 0
+
+
+def cmd_bundle_show(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from rules.errors import BundleError
+
+    from .bundles import store_for
+
+    try:
+        m = store_for(_state_dir(args)).resolve(args.ref)
+    except BundleError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    record = asdict(m)
+    if not args.json:
+        record.pop("rule_ids")
+        record["files"] = len(m.files)
+    print(json.dumps(record, indent=None if args.json else 2, sort_keys=True))
+    return 0
+
+
+def cmd_bundle_activate(args: argparse.Namespace) -> int:
+    from rules.activation import GLOBAL
+    from rules.errors import BundleError
+
+    from .bundles import activations_for, store_for
+
+    state = _state_dir(args)
+    store = store_for(state)
+    try:
+        m = store.resolve(args.ref)
+        store.verify(m)
+    except BundleError as exc:
+        print(f"activation refused: {exc}", file=sys.stderr)
+        return 1
+    entry = activations_for(state).activate(m.digest, m.ref, args.domain or GLOBAL, args.reason)
+    _print(args, {"ref": m.ref, "digest": m.digest, "scope": args.domain or GLOBAL, "at": entry.at},
+           f"{m.ref} ({m.digest[:12]}) active for {args.domain or 'all domains'}; workers switch within a second")
     return 0
 
 
@@ -103,6 +194,32 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("reload", help="validate the config and make every worker switch to it")
     _config_arg(p)
     p.set_defaults(func=cmd_reload)
+    bundle = sub.add_parser("bundle", help="rule bundles: import, list, show, activate").add_subparsers(
+        dest="bundle_command", required=True)
+    p = bundle.add_parser("import", help="import a rule set directory into the bundle store")
+    _config_arg(p)
+    p.add_argument("source", help="directory (Debian's /usr/share/modsecurity-crs, a CRS tree, or .conf files)")
+    p.add_argument("--name")
+    p.add_argument("--version")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bundle_import)
+    p = bundle.add_parser("list", help="list stored bundles (* marks the global one)")
+    _config_arg(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bundle_list)
+    p = bundle.add_parser("show", help="a bundle's manifest")
+    _config_arg(p)
+    p.add_argument("ref")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bundle_show)
+    p = bundle.add_parser("activate", help="make a bundle the one that runs")
+    _config_arg(p)
+    p.add_argument("ref")
+    p.add_argument("--domain", help="only for this domain (default: all domains)")
+    p.add_argument("--reason", default="")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bundle_activate)
+
     p = sub.add_parser("demo", help="run the appliance in front of a built-in demo app")
     p.add_argument("--listen", default="127.0.0.1:8080")
     p.add_argument("--admin", default="127.0.0.1:8001")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -79,8 +80,14 @@ def dotted(loc: Loc) -> str:
     return out or "(top)"
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Load and validate ``path``; raise ConfigError listing every problem found."""
+Check = Callable[[Config], list[tuple[Loc, str]]]
+
+
+def load_config(path: str | os.PathLike[str], check: Check | None = None) -> Config:
+    """Load and validate ``path``; raise ConfigError listing every problem found.
+
+    ``check`` runs deeper checks on a schema-valid config (building the stages, which compiles
+    WAF rule sets) and returns (location, problem) pairs, reported with their lines too."""
     file = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -110,6 +117,9 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     if config is not None:
         for loc, message in duplicate_hosts(config) + listener_clashes(config):
             problems.append(ConfigProblem(file, reader.line_of(loc), dotted(loc), message))
+        if check is not None and not problems:
+            for loc, message in check(config):
+                problems.append(ConfigProblem(file, reader.line_of(loc), dotted(loc), message))
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: p.line))
     assert config is not None

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from .types import Headers, Scope
+from .types import Headers, Receive, Scope
 
 log = logging.getLogger("edgeward.pipeline")
 
@@ -36,8 +36,13 @@ class RequestContext:
     host: str
     domain: str
     route: str
+    receive: Receive
     verdict: Verdict | None = None
     annotations: dict[str, Any] = field(default_factory=dict)
+    body: bytes = b""  # request body read so far (by a stage or the proxy); sent upstream first
+    body_complete: bool = False
+    would_block: bool = False  # a detect-mode protection would have stopped this request
+    response_hook: Any = None  # callable (status, headers, first body bytes) -> Verdict | None
 
 
 class Stage(Protocol):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from .errors import UpstreamConnectError, UpstreamError
+from .body import ClientGone, read_body
 from .pipeline import RequestContext
 from .responses import send_local
 from .runtime import Route
@@ -39,10 +40,6 @@ _WS_HANDSHAKE = frozenset(
 
 
 PREFETCH = 64 * 1024  # body bytes read before contacting the upstream
-
-
-class ClientGone(Exception):
-    """The client disconnected before its request body was read."""
 
 
 class BodyTooLarge(Exception):
@@ -113,28 +110,10 @@ def upstream_headers(ctx: RequestContext, scope: Scope, preserve_host: bool, ski
     return Forward(out, None if chunked else length, chunked)
 
 
-async def _prefetch(receive: Receive, want: int) -> tuple[bytes, bool]:
-    """Read up to ``want`` body bytes before the upstream is contacted, so a small body that is
-    malformed (bad chunking, client gone) is never forwarded, and a failed connect can be retried.
-    Returns (bytes read, whether the body is complete)."""
-    parts: list[bytes] = []
-    size = 0
-    while size < want:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone()
-        chunk = message.get("body", b"")
-        if chunk:
-            parts.append(chunk)
-            size += len(chunk)
-        if not message.get("more_body", False):
-            return b"".join(parts), True
-    return b"".join(parts), False
-
-
 async def _rest_of_body(first: bytes, receive: Receive, limit: int) -> AsyncIterator[bytes]:
     received = len(first)
-    yield first
+    if first:
+        yield first
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -154,6 +133,20 @@ def request_target(base_path: bytes, scope: Scope) -> bytes:
     target = base_path + (scope.get("raw_path") or scope["path"].encode())
     query = scope.get("query_string")
     return target + b"?" + query if query else target
+
+
+async def _read_prefix(body: AsyncIterator[bytes], limit: int) -> tuple[bytes, bool]:
+    """Up to ``limit`` response bytes for inspection; (bytes, whether the body ended)."""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        try:
+            chunk = await body.__anext__()
+        except StopAsyncIteration:
+            return b"".join(parts), True
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts), False
 
 
 async def _too_large(send: Send, ctx: RequestContext, accept: bytes | None, outcome: Outcome) -> Outcome:
@@ -184,15 +177,16 @@ class Proxy:
         has_body, length = forward.has_body, forward.content_length
         if has_body and route.max_body_size and length is not None and length > route.max_body_size:
             return await _too_large(send, ctx, accept, outcome)
-        first = b""
         complete = True
         if has_body:
             try:
-                first, complete = await _prefetch(receive, PREFETCH)
+                await read_body(ctx, PREFETCH)
             except ClientGone:
                 return await _bad_body(send, ctx, accept, outcome)
-            if complete and route.max_body_size and len(first) > route.max_body_size:
+            complete = ctx.body_complete
+            if route.max_body_size and len(ctx.body) > route.max_body_size:
                 return await _too_large(send, ctx, accept, outcome)
+        first = ctx.body
         headers = forward.headers
         pool = route.pool
         target = pool.pick()
@@ -227,13 +221,30 @@ class Proxy:
         out_headers = [(n, v) for n, v in response.headers if n.lower() not in HOP_BY_HOP]
         out_headers.append((b"x-request-id", ctx.request_id.encode()))
         try:
-            await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
             whole = response.complete_body()
+            prefix = b""
+            body = response.body()
+            hook = ctx.response_hook
+            if hook is not None:
+                if whole is None:
+                    prefix, finished = await _read_prefix(body, hook.limit)
+                    if finished:
+                        whole, prefix = prefix, b""
+                verdict = hook(response.status, response.headers, prefix if whole is None else whole)
+                if verdict is not None:
+                    ctx.verdict = verdict
+                    outcome.status, outcome.verdict = verdict.status, "block"
+                    outcome.sent = await send_local(send, verdict.status, ctx.request_id, accept, None, verdict.headers)
+                    return outcome
+            await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
             if whole is not None:
                 outcome.sent = len(whole)
                 await send({"type": "http.response.body", "body": whole})
                 return outcome
-            async for chunk in response.body():
+            if prefix:
+                outcome.sent += len(prefix)
+                await send({"type": "http.response.body", "body": prefix, "more_body": True})
+            async for chunk in body:
                 outcome.sent += len(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})

@@ -15,6 +15,7 @@ from pathlib import Path
 from .config import Config
 from .configfile import load_config
 from .errors import ConfigError
+from .runtime import Runtime, RuntimeProblems, compile_runtime
 
 log = logging.getLogger("edgeward.reload")
 
@@ -34,9 +35,10 @@ def request_reload(config: Config) -> Path:
     return path
 
 
-def _signature(config_path: str, stamp: Path) -> tuple[object, ...]:
+def _signature(config_path: str, config: Config) -> tuple[object, ...]:
+    """What a reload depends on: the file, the reload stamp and the bundle activations."""
     out: list[object] = []
-    for path in (config_path, stamp):
+    for path in (config_path, stamp_path(config), config.state_dir / "bundles" / "activations.json"):
         try:
             st = os.stat(path)
             out.append((st.st_mtime_ns, st.st_size, st.st_ino))
@@ -47,9 +49,10 @@ def _signature(config_path: str, stamp: Path) -> tuple[object, ...]:
 
 class ConfigWatcher:
     def __init__(
-        self, config_path: str, current: Config, apply: Callable[[Config], None],
-        count: Callable[[str], None], interval: float = 0.2,
+        self, config_path: str, current: Config, apply: Callable[[Runtime], None],
+        count: Callable[[str], None], generation: int = 1, interval: float = 0.2,
     ) -> None:
+        self.generation = generation
         self.config_path = config_path
         self.current = current
         self.apply = apply
@@ -57,23 +60,26 @@ class ConfigWatcher:
         self.interval = interval
 
     async def run(self) -> None:
-        last = await asyncio.to_thread(_signature, self.config_path, stamp_path(self.current))
+        last = await asyncio.to_thread(_signature, self.config_path, self.current)
         while True:
             await asyncio.sleep(self.interval)
-            sig = await asyncio.to_thread(_signature, self.config_path, stamp_path(self.current))
+            sig = await asyncio.to_thread(_signature, self.config_path, self.current)
             if sig == last:
                 continue
             last = sig
             await self.reload()
 
     async def reload(self) -> bool:
+        """Load, validate and compile off the event loop; swap only if all of it worked."""
         try:
             config = await asyncio.to_thread(load_config, self.config_path)
-        except ConfigError as exc:
+            runtime = await asyncio.to_thread(compile_runtime, config, self.generation + 1)
+        except (ConfigError, RuntimeProblems) as exc:
             self.count("refused")
             log.error("config reload refused, still serving the previous config:\n%s", exc)
             return False
-        self.apply(config)
+        self.generation += 1
+        self.apply(runtime)
         self.current = config
         self.count("applied")
         return True

@@ -46,6 +46,9 @@ class RouteTable(Generic[T]):
         self._routes = sorted(routes, key=lambda item: len(item[0]), reverse=True)
         self._default = default
 
+    def all(self) -> list[T]:
+        return [value for _, value in self._routes] + [self._default]
+
     def lookup(self, path: str) -> T:
         for prefix, value in self._routes:
             if path.startswith(prefix):

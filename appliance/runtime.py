@@ -11,7 +11,7 @@ from .clientip import ClientIPResolver
 from .config import Config, DomainConfig, RouteConfig
 from .pipeline import Pipeline
 from .routing import HostTable, RouteTable
-from .stages import build_stages
+from .stages import RULE_SETS, StageConfigError, build_stages
 from .transport import Timeouts
 from .upstreams import UpstreamPool
 
@@ -44,11 +44,29 @@ class Runtime:
     max_header_size: int
 
 
+class RuntimeProblems(Exception):
+    """Stages that could not be built: (config location, problem) pairs."""
+
+    def __init__(self, problems: list[tuple[tuple[object, ...], str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in problems))
+
+
 def compile_runtime(config: Config, generation: int) -> Runtime:
+    """Build everything a request needs; raise RuntimeProblems if a stage cannot be built."""
     entries = []
-    for domain_cfg in config.domains:
-        domain = _domain(config, domain_cfg)
+    problems: list[tuple[tuple[object, ...], str]] = []
+    for d, domain_cfg in enumerate(config.domains):
+        try:
+            domain = _domain(config, domain_cfg)
+        except _RouteError as exc:
+            loc: tuple[object, ...] = ("domains", d) if exc.route is None else ("domains", d, "routes", exc.route)
+            problems.append(((*loc, exc.key), exc.message))
+            continue
         entries.extend((host, domain) for host in domain_cfg.hosts)
+    if problems:
+        raise RuntimeProblems(problems)
+    RULE_SETS.retain(_rule_set_keys(entries))  # type: ignore[arg-type]
     return Runtime(
         config=config,
         generation=generation,
@@ -60,14 +78,35 @@ def compile_runtime(config: Config, generation: int) -> Runtime:
     )
 
 
+class _RouteError(Exception):
+    def __init__(self, route: int | None, key: str, message: str) -> None:
+        self.route, self.key, self.message = route, key, message
+
+
+def _rule_set_keys(entries: list[tuple[str, Domain]]) -> set[tuple[str, object]]:
+    keys = set()
+    for _, domain in entries:
+        for route in domain.routes.all():
+            for stage in route.pipeline.stages:
+                compiled = getattr(stage, "compiled", None)
+                if compiled is not None:
+                    keys.add((stage.bundle_digest, compiled.policy))  # type: ignore[attr-defined]
+    return keys
+
+
 def _domain(config: Config, cfg: DomainConfig) -> Domain:
     name = cfg.hosts[0]
     pool = UpstreamPool.from_config(cfg.upstream)
-    default = _route(config, cfg, RouteConfig(path="/"), name, pool)
-    routes = [
-        (r.path, _route(config, cfg, r, name, UpstreamPool.from_config(r.upstream) if r.upstream else pool))
-        for r in cfg.routes
-    ]
+    try:
+        default = _route(config, cfg, RouteConfig(path="/"), name, pool)
+    except StageConfigError as exc:
+        raise _RouteError(None, exc.key, str(exc)) from exc
+    routes = []
+    for i, r in enumerate(cfg.routes):
+        try:
+            routes.append((r.path, _route(config, cfg, r, name, UpstreamPool.from_config(r.upstream) if r.upstream else pool)))
+        except StageConfigError as exc:
+            raise _RouteError(i, exc.key, str(exc)) from exc
     return Domain(name, RouteTable(routes, default))
 
 
@@ -85,3 +124,12 @@ def _route(config: Config, domain: DomainConfig, cfg: RouteConfig, name: str, po
         preserve_host=domain.preserve_host,
         pipeline=Pipeline(build_stages(config, domain, cfg)),
     )
+
+
+def runtime_problems(config: Config) -> list[tuple[tuple[object, ...], str]]:
+    """A ``configfile.load_config`` check: can every stage be built from this config?"""
+    try:
+        compile_runtime(config, 0)
+    except RuntimeProblems as exc:
+        return exc.problems
+    return []

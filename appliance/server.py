@@ -66,7 +66,9 @@ def listeners(config: Config) -> list[tuple[str, str, int, int, tuple[str, str] 
 
 def serve(config_path: str) -> int:
     """Run until SIGTERM/SIGINT; return the process exit code."""
-    config = load_config(config_path)
+    from .runtime import runtime_problems
+
+    config = load_config(config_path, check=runtime_problems)
     run_dir = config.state_dir / "run"
     metrics_dir = run_dir / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -85,7 +87,7 @@ def serve(config_path: str) -> int:
 
     def hup(signum: int, frame: Any) -> None:
         try:
-            request_reload(load_config(config_path))
+            request_reload(load_config(config_path, check=runtime_problems))
             log.info("SIGHUP: reload requested")
         except ConfigError as exc:
             log.error("SIGHUP: config refused, still serving the previous one:\n%s", exc)

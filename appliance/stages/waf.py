@@ -1,0 +1,149 @@
+"""The WAF stage: OWASP CRS through ModSecurity on request headers, then the body up to the limit,
+and optionally on the response (headers and body up to a limit).
+
+The engine holds the GIL while it evaluates, so this runs inline on the event loop (a thread would
+buy nothing) and WAF capacity scales with worker processes. Evaluation is bounded by ModSecurity's
+own limits (PCRE match limits, body, argument and JSON depth limits) set by the compiler.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from waf.compiler import CompiledRules
+from waf.inspect import Decision, Inspection, Outcome
+from waf.policy import Exclusion, Policy
+
+from ..body import ClientGone, declared_body, read_body
+from ..config import WafConfig
+from ..pipeline import RequestContext, Verdict
+
+_BODY_ERRORS = {200002, 200003, 200004, 200005, 200007}
+
+
+def merged(domain: WafConfig, route: WafConfig | None) -> WafConfig:
+    """A route's WAF settings over its domain's: keys the route sets win."""
+    if route is None:
+        return domain
+    return domain.model_copy(update={key: getattr(route, key) for key in route.model_fields_set})
+
+
+def policy_of(cfg: WafConfig) -> Policy:
+    return Policy(
+        mode=cfg.mode,
+        paranoia=cfg.paranoia,
+        detection_paranoia=cfg.detection_paranoia,
+        inbound_threshold=cfg.inbound_threshold,
+        outbound_threshold=cfg.outbound_threshold,
+        allowed_methods=tuple(cfg.allowed_methods) if cfg.allowed_methods is not None else None,
+        allowed_content_types=tuple(cfg.allowed_content_types) if cfg.allowed_content_types is not None else None,
+        body_limit=cfg.body_limit,
+        body_limit_action=cfg.body_limit_action,
+        inspect_response=cfg.inspect_response,
+        response_body_limit=cfg.response_body_limit,
+        exclusions=tuple(
+            Exclusion(tuple(e.rules), tuple(e.tags), e.target, e.path, tuple(m.upper() for m in e.methods))
+            for e in cfg.exclusions
+        ),
+        directives=cfg.directives,
+    )
+
+
+class _RequestView:
+    __slots__ = ("client_ip", "client_port", "server_ip", "server_port", "method", "target", "http_version", "headers")
+
+    def __init__(self, ctx: RequestContext) -> None:
+        scope = ctx.scope
+        client = scope.get("client") or ("0.0.0.0", 0)
+        server = scope.get("server") or ("0.0.0.0", 0)
+        self.client_ip = ctx.client_ip
+        self.client_port = int(client[1])
+        self.server_ip = str(server[0])
+        self.server_port = int(server[1] or 0)
+        self.method = scope["method"]
+        target = scope.get("raw_path") or scope["path"].encode()
+        query = scope.get("query_string")
+        self.target = target + b"?" + query if query else target
+        version = scope.get("http_version", "1.1")
+        self.http_version = {"1": "1.0", "2": "2.0"}.get(version, version)
+        self.headers = scope["headers"]
+
+
+class WafStage:
+    name = "waf"
+
+    def __init__(self, compiled: CompiledRules, bundle: str, bundle_digest: str) -> None:
+        self.compiled = compiled
+        self.policy = compiled.policy
+        self.bundle = bundle
+        self.bundle_digest = bundle_digest
+
+    async def __call__(self, ctx: RequestContext) -> Verdict | None:
+        policy = self.policy
+        inspection = Inspection(self.compiled, _RequestView(ctx), ctx.request_id)
+        decision = inspection.request_headers()
+        if decision is None:
+            has_body, _ = declared_body(ctx.scope["headers"])
+            body = b""
+            if has_body:
+                want = policy.body_limit + (1 if policy.body_limit_action == "reject" else 0)
+                try:
+                    await read_body(ctx, want)
+                except ClientGone:
+                    return Verdict(400, "request.body_malformed")
+                body = ctx.body[:want]
+            decision = inspection.request_body(body)
+        if policy.inspect_response and decision is None:
+            ctx.response_hook = _ResponseHook(self, inspection, ctx)
+            return None
+        return self.conclude(ctx, inspection, decision)
+
+    def conclude(self, ctx: RequestContext, inspection: Inspection, decision: Decision | None) -> Verdict | None:
+        outcome = inspection.finish()
+        ctx.annotations["waf"] = self._details(outcome)
+        if decision is not None and decision.block:
+            return Verdict(decision.status, _reason(decision, outcome), details=ctx.annotations["waf"])
+        if self.policy.mode == "detect" and _would_block(outcome, self.policy):
+            ctx.would_block = True
+        return None
+
+    def _details(self, outcome: Outcome) -> dict[str, Any]:
+        return {
+            "bundle": self.bundle,
+            "mode": self.policy.mode,
+            "anomaly_score": outcome.anomaly_score,
+            "phase": outcome.decision.phase if outcome.decision else None,
+            "matches": [asdict(m) for m in outcome.matches],
+        }
+
+
+class _ResponseHook:
+    """Called by the proxy with the upstream's status, headers and first body bytes."""
+
+    def __init__(self, stage: WafStage, inspection: Inspection, ctx: RequestContext) -> None:
+        self.stage = stage
+        self.inspection = inspection
+        self.ctx = ctx
+        self.limit = stage.policy.response_body_limit
+
+    def __call__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> Verdict | None:
+        decision = self.inspection.response_headers(status, headers, "HTTP/1.1")
+        if decision is None:
+            decision = self.inspection.response_body(body[: self.limit])
+        return self.stage.conclude(self.ctx, self.inspection, decision)
+
+
+def _reason(decision: Decision, outcome: Outcome) -> str:
+    if decision.status == 413:
+        return "waf.body_limit"
+    if decision.phase.startswith("response"):
+        return "waf.response"
+    if any(m.rule_id in _BODY_ERRORS for m in outcome.matches):
+        return "waf.body_error"
+    return "waf.anomaly"
+
+
+def _would_block(outcome: Outcome, policy: Policy) -> bool:
+    return outcome.anomaly_score >= policy.inbound_threshold or any(
+        m.rule_id in _BODY_ERRORS or m.rule_id in (949110, 959100) for m in outcome.matches
+    )

@@ -1,0 +1,72 @@
+"""Which bundle is active, per scope (``global`` or a domain), with who/when/why history.
+
+Kept in ``state_dir/bundles/activations.json``; writers take an exclusive lock and replace the file
+atomically, so concurrent ``activate`` calls cannot leave it inconsistent.
+"""
+from __future__ import annotations
+
+import datetime
+import fcntl
+import getpass
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+GLOBAL = "global"
+
+
+@dataclass
+class Activation:
+    digest: str
+    ref: str
+    at: str
+    by: str
+    reason: str
+
+
+class Activations:
+    def __init__(self, root: Path) -> None:
+        self.path = root / "activations.json"
+
+    def _read(self) -> dict[str, list[dict[str, Any]]]:
+        try:
+            return json.loads(self.path.read_text())  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            return {}
+
+    @contextmanager
+    def _locked(self) -> Iterator[dict[str, list[dict[str, Any]]]]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = self._read()
+            yield data
+            tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(data, indent=2) + "\n")
+            os.replace(tmp, self.path)
+
+    def activate(self, digest: str, ref: str, scope: str = GLOBAL, reason: str = "", by: str | None = None) -> Activation:
+        entry = Activation(
+            digest=digest, ref=ref, reason=reason, by=by or _who(),
+            at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        )
+        with self._locked() as data:
+            data.setdefault(scope, []).append(asdict(entry))
+        return entry
+
+    def active(self, scope: str = GLOBAL) -> Activation | None:
+        history = self._read().get(scope) or []
+        return Activation(**history[-1]) if history else None
+
+    def history(self, scope: str = GLOBAL) -> list[Activation]:
+        return [Activation(**e) for e in self._read().get(scope) or []]
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"

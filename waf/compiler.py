@@ -1,0 +1,209 @@
+"""Compile a rule bundle plus a policy into a ModSecurity rule set.
+
+Load order, as nginx+ModSecurity with CRS: the engine settings (those of ModSecurity's
+``modsecurity.conf-recommended``, including its request-body-processor rules), the bundle's
+``crs-setup.conf``, the policy's settings as one ``SecAction``, path-scoped exclusions (``ctl:``),
+the bundle's rules, global exclusions (``SecRuleRemove*``/``SecRuleUpdateTarget*``), then the
+operator's raw ``directives``. Generated rules use ids 10000-10999 (CRS leaves 1-99999 to local use).
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from libmodsecurity import ModSecurity, RulesSet
+
+from .errors import WafCompileError
+from .policy import Exclusion, Policy
+
+POLICY_RULE_ID = 10001
+EXCLUSION_RULE_ID = 10100
+
+ENGINE_SETTINGS = """\
+SecRuleEngine {engine}
+SecRequestBodyAccess On
+SecRequestBodyLimit {body_limit}
+SecRequestBodyLimitAction {body_limit_action}
+SecResponseBodyAccess {response_access}
+SecResponseBodyMimeType text/plain text/html text/xml application/json
+SecResponseBodyLimit {response_body_limit}
+SecResponseBodyLimitAction ProcessPartial
+SecPcreMatchLimit {pcre}
+SecPcreMatchLimitRecursion {pcre}
+SecArgumentsLimit {arguments}
+SecRequestBodyJsonDepthLimit {json_depth}
+SecAuditEngine Off
+SecCookieFormat 0
+SecArgumentSeparator &
+SecStatusEngine Off
+SecRule REQUEST_HEADERS:Content-Type "^(?:application(?:/soap\\+|/)|text/)xml" \\
+  "id:200000,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=XML"
+SecRule REQUEST_HEADERS:Content-Type "^application/json" \\
+  "id:200001,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
+SecRule &ARGS "@ge {arguments}" \\
+  "id:200007,phase:2,t:none,log,deny,status:400,msg:'Failed to fully parse request body due to large argument count',severity:2"
+SecRule REQBODY_ERROR "!@eq 0" \\
+  "id:200002,phase:2,t:none,log,deny,status:400,msg:'Failed to parse request body.',logdata:'%{{reqbody_error_msg}}',severity:2"
+SecRule MULTIPART_STRICT_ERROR "!@eq 0" \\
+  "id:200003,phase:2,t:none,log,deny,status:400, \\
+  msg:'Multipart request body failed strict validation: \\
+  PE %{{REQBODY_PROCESSOR_ERROR}}, BQ %{{MULTIPART_BOUNDARY_QUOTED}}, BW %{{MULTIPART_BOUNDARY_WHITESPACE}}, \\
+  DB %{{MULTIPART_DATA_BEFORE}}, DA %{{MULTIPART_DATA_AFTER}}, HF %{{MULTIPART_HEADER_FOLDING}}, \\
+  LF %{{MULTIPART_LF_LINE}}, SM %{{MULTIPART_MISSING_SEMICOLON}}, IQ %{{MULTIPART_INVALID_QUOTING}}, \\
+  IP %{{MULTIPART_INVALID_PART}}, IH %{{MULTIPART_INVALID_HEADER_FOLDING}}, FL %{{MULTIPART_FILE_LIMIT_EXCEEDED}}'"
+SecRule MULTIPART_UNMATCHED_BOUNDARY "@eq 1" \\
+  "id:200004,phase:2,t:none,log,deny,msg:'Multipart parser detected a possible unmatched boundary.'"
+SecRule TX:/^MSC_/ "!@streq 0" \\
+  "id:200005,phase:2,t:none,deny,msg:'ModSecurity internal error flagged: %{{MATCHED_VAR_NAME}}'"
+"""
+
+
+@dataclass(frozen=True)
+class CompiledRules:
+    """A compiled rule set and the engine instance its transactions run on."""
+
+    engine: ModSecurity
+    rules: RulesSet
+    policy: Policy
+    rule_count: int
+
+
+def _discard(_line: str) -> None:
+    pass
+
+
+def engine_version() -> str:
+    return str(ModSecurity().who_am_i())
+
+
+def engine_settings(policy: Policy) -> str:
+    return ENGINE_SETTINGS.format(
+        engine="On" if policy.mode == "block" else "DetectionOnly",
+        body_limit=policy.body_limit,
+        body_limit_action="Reject" if policy.body_limit_action == "reject" else "ProcessPartial",
+        response_access="On" if policy.inspect_response else "Off",
+        response_body_limit=policy.response_body_limit,
+        pcre=policy.pcre_match_limit,
+        arguments=policy.arguments_limit,
+        json_depth=policy.json_depth_limit,
+    )
+
+
+def policy_action(policy: Policy) -> str:
+    sets = [
+        f"setvar:tx.paranoia_level={policy.paranoia}",
+        f"setvar:tx.blocking_paranoia_level={policy.paranoia}",
+        f"setvar:tx.executing_paranoia_level={policy.detection_level}",
+        f"setvar:tx.detection_paranoia_level={policy.detection_level}",
+        f"setvar:tx.inbound_anomaly_score_threshold={policy.inbound_threshold}",
+        f"setvar:tx.outbound_anomaly_score_threshold={policy.outbound_threshold}",
+    ]
+    if policy.allowed_methods is not None:
+        sets.append(f"setvar:'tx.allowed_methods={' '.join(policy.allowed_methods)}'")
+    if policy.allowed_content_types is not None:
+        types = " ".join(f"|{t.lower()}|" for t in policy.allowed_content_types)
+        sets.append(f"setvar:'tx.allowed_request_content_type={types}'")
+    return f'SecAction "id:{POLICY_RULE_ID},phase:1,pass,nolog,t:none,{",".join(sets)}"\n'
+
+
+def exclusion_rules(exclusions: Sequence[Exclusion]) -> tuple[str, str]:
+    """(rules that go before the bundle, directives that go after it)."""
+    before: list[str] = []
+    after: list[str] = []
+    next_id = EXCLUSION_RULE_ID
+    for ex in exclusions:
+        if ex.path or ex.methods:
+            actions = [
+                f"ctl:ruleRemoveTargetById={rid};{ex.target}" if ex.target else f"ctl:ruleRemoveById={rid}"
+                for rid in ex.rules
+            ] + [
+                f"ctl:ruleRemoveTargetByTag={tag};{ex.target}" if ex.target else f"ctl:ruleRemoveByTag={tag}"
+                for tag in ex.tags
+            ]
+            conditions = []
+            if ex.path:
+                conditions.append(f'REQUEST_FILENAME "@beginsWith {ex.path}"')
+            if ex.methods:
+                conditions.append(f'REQUEST_METHOD "@within {" ".join(ex.methods)}"')
+            head = f"id:{next_id},phase:1,pass,nolog,t:none,{','.join(actions)}"
+            if len(conditions) == 2:
+                before.append(f'SecRule {conditions[0]} "{head},chain"\n  SecRule {conditions[1]} "t:none"\n')
+            else:
+                before.append(f'SecRule {conditions[0]} "{head}"\n')
+            next_id += 1
+        else:
+            for rid in ex.rules:
+                after.append(f'SecRuleUpdateTargetById {rid} "!{ex.target}"\n' if ex.target else f"SecRuleRemoveById {rid}\n")
+            for tag in ex.tags:
+                after.append(f'SecRuleUpdateTargetByTag "{tag}" "!{ex.target}"\n' if ex.target else f'SecRuleRemoveByTag "{tag}"\n')
+    return "".join(before), "".join(after)
+
+
+def _load(rules: RulesSet, text: str, what: str) -> int:
+    count = rules.load(text)
+    if count < 0:
+        raise WafCompileError(f"{what}: {rules.get_parser_error().strip()}")
+    return int(count)
+
+
+def _load_file(rules: RulesSet, path: Path, label: str) -> int:
+    count = rules.load_from_uri(str(path))
+    if count < 0:
+        error = rules.get_parser_error().strip().replace(str(path.parent) + "/", "")
+        raise WafCompileError(f"{label}: {error}")
+    return int(count)
+
+
+def compile_rules(bundle_dir: Path, load_order: Sequence[str], policy: Policy) -> CompiledRules:
+    """Compile; raise WafCompileError with ModSecurity's parser message."""
+    engine = ModSecurity()
+    engine.set_connector_information("Edgeward")
+    # Matches are read per transaction (get_rule_messages); without a callback the engine prints
+    # every match, matched data included, to stderr.
+    engine.set_log_callback(_discard)
+    rules = RulesSet()
+    count = _load(rules, engine_settings(policy), "engine settings")
+    before, after = exclusion_rules(policy.exclusions)
+    files = list(load_order)
+    setup = [f for f in files if f == "crs-setup.conf"]
+    for rel in setup:
+        count += _load_file(rules, bundle_dir / rel, rel)
+    count += _load(rules, policy_action(policy), "policy")
+    if before:
+        count += _load(rules, before, "exclusions")
+    for rel in files:
+        if rel not in setup:
+            count += _load_file(rules, bundle_dir / rel, rel)
+    if after:
+        count += _load(rules, after, "exclusions")
+    if policy.directives.strip():
+        count += _load(rules, policy.directives, "directives")
+    return CompiledRules(engine, rules, policy, count)
+
+
+class RuleSetCache:
+    """One compiled rule set per distinct (bundle digest, policy), shared by all who ask."""
+
+    def __init__(self) -> None:
+        self._compiled: dict[tuple[str, Policy], CompiledRules] = {}
+        self._lock = threading.Lock()
+
+    def get(self, digest: str, bundle_dir: Path, load_order: Sequence[str], policy: Policy) -> CompiledRules:
+        key = (digest, policy)
+        with self._lock:
+            found = self._compiled.get(key)
+            if found is None:
+                found = self._compiled[key] = compile_rules(bundle_dir, load_order, policy)
+            return found
+
+    def retain(self, keys: set[tuple[str, Policy]]) -> None:
+        """Drop compiled sets no current config uses (after a reload)."""
+        with self._lock:
+            for key in list(self._compiled):
+                if key not in keys:
+                    del self._compiled[key]
+
+    def __len__(self) -> int:
+        return len(self._compiled)
