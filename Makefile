@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := ca-certificates openssl
+APT_PACKAGES := ca-certificates openssl modsecurity-crs
 BENCH_PACKAGES := nginx-light wrk
 
 .PHONY: run test install system-deps bench clean

@@ -180,6 +180,8 @@ class EdgewardApp:
                         outcome = await self.proxy.websocket(ctx, route, scope, receive, send)
                     else:
                         outcome = await self.proxy.http(ctx, route, scope, receive, send, accept)
+                    if ctx.would_block and outcome.verdict == "allow":
+                        outcome.verdict = "detect"
             if outcome.verdict != "allow" and not outcome.sent and outcome.status not in (101, 499, 1011):
                 outcome.sent = await self._reject(send, outcome.status, rid, accept, websocket, runtime)
         except Exception:

@@ -170,6 +170,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     state.mkdir(parents=True, exist_ok=True)
     path = state / "demo.yaml"
     path.write_text(DEMO_CONFIG.format(listen=args.listen, admin=args.admin, upstream=args.upstream))
+    from .bundles import activations_for, import_bundle
+
+    if activations_for(state).active() is None:
+        source = Path(args.crs)
+        if not source.is_dir():
+            print(f"no rule bundle is active and {source} is missing: install Debian's modsecurity-crs "
+                  "(make run does) or pass --crs DIR", file=sys.stderr)
+            return 2
+        result = import_bundle(state, source)
+        activations_for(state).activate(result.manifest.digest, result.manifest.ref, reason="edgeward demo: default bundle")
+        print(f"imported and activated {result.manifest.ref} ({result.manifest.digest[:12]}) from {source}")
     host, _, port = args.upstream.rpartition(":")
     upstream = multiprocessing.get_context("spawn").Process(target=demoapp.run, args=(host, int(port)), daemon=True)
     upstream.start()
@@ -225,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--admin", default="127.0.0.1:8001")
     p.add_argument("--upstream", default="127.0.0.1:9001", help="address for the demo app")
     p.add_argument("--state-dir", default="var/demo")
+    p.add_argument("--crs", default="/usr/share/modsecurity-crs", help="default bundle source when none is active")
     p.set_defaults(func=cmd_demo)
 
     args = parser.parse_args(argv)

@@ -10,6 +10,20 @@ import pytest
 from .harness import Upstream, start_upstream, stop
 
 SHARED = Path(os.environ.get("EDGEWARD_SHARED_DIR", Path(__file__).resolve().parent.parent.parent / "shared"))
+CRS_DIR = Path(os.environ.get("EDGEWARD_CRS_DIR", "/usr/share/modsecurity-crs"))
+
+
+@pytest.fixture(scope="session")
+def crs_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state directory with Debian's CRS 3.3.4 imported and globally active."""
+    if not CRS_DIR.is_dir():
+        pytest.skip(f"{CRS_DIR} is absent (Debian package modsecurity-crs; make test installs it)")
+    from appliance.bundles import activations_for, import_bundle
+
+    state = tmp_path_factory.mktemp("crs-state")
+    result = import_bundle(state, CRS_DIR)
+    activations_for(state).activate(result.manifest.digest, result.manifest.ref, reason="tests")
+    return state
 
 
 @pytest.fixture(scope="session")

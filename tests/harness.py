@@ -140,18 +140,20 @@ class Appliance:
         os.replace(tmp, self.config)
 
 
-def appliance_config(tmp: Path, port: int, admin_port: int, body: str, extra: str = "") -> str:
+def appliance_config(tmp: Path, port: int, admin_port: int, body: str, extra: str = "", state_dir: Path | None = None) -> str:
     return (
-        f"listen: 127.0.0.1:{port}\nworkers: 2\nstate_dir: {tmp}/state\n"
+        f"listen: 127.0.0.1:{port}\nworkers: 2\nstate_dir: {state_dir or tmp / 'state'}\n"
         f"admin: {{listen: '127.0.0.1:{admin_port}', token_env: EDGEWARD_ADMIN_TOKEN}}\n"
         f"access_log: {{path: {tmp}/access.log}}\n{extra}domains:\n{body}"
     )
 
 
-def start_appliance(tmp: Path, domains: str, extra: str = "", env: dict[str, str] | None = None) -> Appliance:
+def start_appliance(
+    tmp: Path, domains: str, extra: str = "", env: dict[str, str] | None = None, state_dir: Path | None = None
+) -> Appliance:
     port, admin_port = free_port(), free_port()
     config = tmp / "edgeward.yaml"
-    config.write_text(appliance_config(tmp, port, admin_port, domains, extra))
+    config.write_text(appliance_config(tmp, port, admin_port, domains, extra, state_dir))
     stderr = tmp / "edgeward.stderr"
     full_env = {**os.environ, "EDGEWARD_ADMIN_TOKEN": "test-admin-token", **(env or {})}
     with stderr.open("w") as err:

@@ -86,12 +86,18 @@ class WafStage:
             has_body, _ = declared_body(ctx.scope["headers"])
             body = b""
             if has_body:
-                want = policy.body_limit + (1 if policy.body_limit_action == "reject" else 0)
                 try:
-                    await read_body(ctx, want)
+                    await read_body(ctx, policy.body_limit + 1)
                 except ClientGone:
                     return Verdict(400, "request.body_malformed")
-                body = ctx.body[:want]
+                body = ctx.body
+                if len(body) > policy.body_limit:
+                    # The engine answers 403 for SecRequestBodyLimitAction Reject; HTTP says 413.
+                    if policy.body_limit_action == "reject" and policy.mode == "block":
+                        ctx.annotations["waf"] = {"bundle": self.bundle, "mode": policy.mode, "matches": [],
+                                                  "anomaly_score": 0, "phase": "request_body"}
+                        return Verdict(413, "waf.body_limit", details=ctx.annotations["waf"])
+                    body = body[: policy.body_limit]
             decision = inspection.request_body(body)
         if policy.inspect_response and decision is None:
             ctx.response_hook = _ResponseHook(self, inspection, ctx)

@@ -31,7 +31,10 @@ def check(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> tuple
     return proc.returncode, proc.stderr.replace(str(path), "FILE")
 
 
-def test_minimal_file_from_architecture_is_valid(tmp_path: Path) -> None:
+def test_minimal_file_from_architecture_is_valid(tmp_path: Path, crs_state: Path) -> None:
+    import shutil
+
+    shutil.copytree(crs_state, tmp_path / "var")  # waf: {mode: block} needs an active bundle
     code, err = check(tmp_path, MINIMAL)
     assert code == 0, err
     config = load_config(tmp_path / "edgeward.yaml")
@@ -84,7 +87,7 @@ def test_secrets_come_from_the_environment(tmp_path: Path) -> None:
     import os
 
     text = MINIMAL.replace("http://127.0.0.1:9001", "${EW_UPSTREAM}").replace(
-        "127.0.0.1:8080", "${EW_LISTEN:-127.0.0.1:8088}")
+        "127.0.0.1:8080", "${EW_LISTEN:-127.0.0.1:8088}").replace("{mode: block}", "{mode: off}")
     code, err = check(tmp_path, text, env={**os.environ, "EW_UPSTREAM": "http://10.1.2.3:7000"})
     assert code == 0, err
     os.environ["EW_UPSTREAM"] = "http://10.1.2.3:7000"
@@ -105,3 +108,19 @@ def test_yaml_off_means_off(tmp_path: Path) -> None:
 def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_waf_without_an_active_bundle_is_refused(tmp_path: Path) -> None:
+    code, err = check(tmp_path, MINIMAL)
+    assert code == 2
+    assert "FILE:9: domains[0].waf: no rule bundle is active" in err
+
+
+def test_bad_waf_directives_report_the_parser_error(tmp_path: Path, crs_state: Path) -> None:
+    import shutil
+
+    shutil.copytree(crs_state, tmp_path / "var")
+    text = MINIMAL.replace("waf: {mode: block}", "waf: {mode: block, directives: 'SecBogusDirective On'}")
+    code, err = check(tmp_path, text)
+    assert code == 2
+    assert "FILE:9: domains[0].waf: directives:" in err and "SecBogusDirective" in err, err

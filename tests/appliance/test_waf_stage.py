@@ -1,0 +1,181 @@
+"""OWASP CRS 3.3.4 through the appliance: modes, policies, exclusions, body processors, limits,
+response inspection, known mapping bypasses and hostile bytes. Real processes, real sockets."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ..harness import Appliance, Upstream, raw_request, start_appliance, stop
+
+SQLI = "1' or 1=1--"
+XSS = "<script>alert(1)</script>"
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory, upstream_a: Upstream, crs_state: Path) -> Iterator[Appliance]:
+    up = upstream_a.url
+    domains = f"""\
+  - hosts: [block.test]
+    upstream: {up}
+    waf: {{mode: block}}
+    routes:
+      - {{path: /api, waf: {{mode: detect}}}}
+      - {{path: /open, waf: {{mode: off}}}}
+  - hosts: [detect.test]
+    upstream: {up}
+    waf: {{mode: detect}}
+  - hosts: [off.test]
+    upstream: {up}
+    waf: {{mode: off}}
+  - hosts: [excl.test]
+    upstream: {up}
+    waf:
+      mode: block
+      exclusions:
+        - {{rules: [942100], target: "ARGS:q", path: /search, reason: "search box"}}
+        - {{tags: [attack-xss], path: /cms, methods: [POST]}}
+  - hosts: [limit.test]
+    upstream: {up}
+    waf: {{mode: block, body_limit: 1k}}
+  - hosts: [partial.test]
+    upstream: {up}
+    waf: {{mode: block, body_limit: 1k, body_limit_action: inspect_partial}}
+  - hosts: [resp.test]
+    upstream: {up}
+    waf: {{mode: block, inspect_response: true}}
+  - hosts: [hex.test]
+    upstream: {up}
+    waf:
+      mode: block
+      directives: |
+        SecRule ARGS "@rx ^zz$" "id:12345,phase:2,t:none,t:hexDecode,pass,log,msg:'hexDecode probe'"
+        SecRule REQUEST_URI_RAW "@beginsWith /probe/%2527" "id:12346,phase:1,t:none,deny,status:418,log"
+        SecRule ARGS:d "@streq %27" "id:12347,phase:2,t:none,deny,status:419,log"
+        SecRule REQUEST_FILENAME "@beginsWith //double/" "id:12348,phase:1,t:none,deny,status:420,log"
+"""
+    appliance = start_appliance(tmp_path_factory.mktemp("waf"), domains, state_dir=crs_state)
+    yield appliance
+    stop(appliance.proc)
+
+
+def req(app: Appliance, host: str, path: str = "/", method: str = "GET", **kw: object) -> httpx.Response:
+    headers = {"Host": host, "User-Agent": "edgeward-tests", "Accept": "*/*", **kw.pop("headers", {})}  # type: ignore[dict-item]
+    return httpx.request(method, app.url + path, headers=headers, timeout=10, **kw)  # type: ignore[arg-type]
+
+
+CASES = [
+    # (case, host, method, path, body, content-type, extra headers, expected status)
+    ("benign get", "block.test", "GET", "/search?q=hello+world&page=2", None, None, {}, 200),
+    ("sqli in query", "block.test", "GET", "/?q=1%27%20or%201%3D1--", None, None, {}, 403),
+    ("sqli in query, detect", "detect.test", "GET", "/?q=1%27%20or%201%3D1--", None, None, {}, 200),
+    ("sqli in query, off", "off.test", "GET", "/?q=1%27%20or%201%3D1--", None, None, {}, 200),
+    ("route in detect mode", "block.test", "GET", "/api/x?q=1%27%20or%201%3D1--", None, None, {}, 200),
+    ("route with waf off", "block.test", "GET", "/open/x?q=1%27%20or%201%3D1--", None, None, {}, 200),
+    ("xss in referer", "block.test", "GET", "/", None, None, {"Referer": XSS}, 403),
+    ("sqli in cookie", "block.test", "GET", "/", None, None, {"Cookie": f"sid={SQLI}"}, 403),
+    ("scanner user-agent", "block.test", "GET", "/", None, None, {"User-Agent": "sqlmap/1.5"}, 403),
+    ("urlencoded body", "block.test", "POST", "/form", f"q={SQLI}", "application/x-www-form-urlencoded", {}, 403),
+    ("benign urlencoded body", "block.test", "POST", "/form", "q=hello&x=2", "application/x-www-form-urlencoded", {}, 200),
+    ("json body", "block.test", "POST", "/json", json.dumps({"a": "1 union select password from users"}), "application/json", {}, 403),
+    ("benign json body", "block.test", "POST", "/json", json.dumps({"a": "hello", "n": [1, 2]}), "application/json", {}, 200),
+    ("json body, wrong content type", "block.test", "POST", "/json", json.dumps({"a": "1 union select password from users"}),
+     "application/x-www-form-urlencoded", {}, 403),
+    ("invalid json", "block.test", "POST", "/json", '{"a": ', "application/json", {}, 400),
+    ("xml body", "block.test", "POST", "/x", f"<a><b>{SQLI} union select password from users</b></a>", "text/xml", {}, 403),
+    ("xml bomb", "block.test", "POST", "/x",
+     '<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+     '<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;"><!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;">'
+     '<!ENTITY e "&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;"><!ENTITY f "&e;&e;&e;&e;&e;&e;&e;&e;&e;&e;">]><l>&f;&f;&f;</l>',
+     "application/xml", {}, 400),
+    ("multipart field", "block.test", "POST", "/upload",
+     "--b0undary\r\nContent-Disposition: form-data; name=\"q\"\r\n\r\n" + SQLI + "\r\n--b0undary--\r\n",
+     "multipart/form-data; boundary=b0undary", {}, 403),
+    ("multipart unmatched boundary", "block.test", "POST", "/upload",
+     "--b0undary\r\nContent-Disposition: form-data; name=\"q\"\r\n\r\nhello\r\n--b0undaryX\r\n--b0undary--\r\n",
+     "multipart/form-data; boundary=b0undary", {}, 400),
+    ("multipart quoting trick (CVE-2022-48279)", "block.test", "POST", "/upload",
+     "--b0undary\r\nContent-Disposition: form-data; name=\"q\"; filename=\"a.txt\r\n\r\n<?php system($_GET['c']); ?>\r\n--b0undary--\r\n",
+     "multipart/form-data; boundary=b0undary", {}, 400),
+    ("%3F in the path (CVE-2024-1019)", "block.test", "GET", "/foo%3F%3Cscript%3Ealert(1)%3C/script%3E", None, None, {}, 403),
+    ("REQUEST_URI_RAW is the raw target", "hex.test", "GET", "/probe/%2527", None, None, {}, 418),
+    ("ARGS are decoded exactly once", "hex.test", "GET", "/x?d=%2527", None, None, {}, 419),
+    ("//path reaches the engine as sent", "hex.test", "GET", "//double/slash", None, None, {}, 420),
+    ("attack behind //", "block.test", "GET", "//x?q=1%27%20or%201%3D1--", None, None, {}, 403),
+    ("exclusion: ARGS:q under /search", "excl.test", "GET", "/search?q=1%27%20or%201%3D1--", None, None, {}, 200),
+    ("exclusion: other path", "excl.test", "GET", "/other?q=1%27%20or%201%3D1--", None, None, {}, 403),
+    ("exclusion: other argument", "excl.test", "GET", "/search?x=1%27%20or%201%3D1--", None, None, {}, 403),
+    ("exclusion by tag and method", "excl.test", "POST", "/cms/save", f"html={XSS}", "application/x-www-form-urlencoded", {}, 200),
+    ("exclusion by tag: other method", "excl.test", "GET", f"/cms/save?html=%3Cscript%3Ealert(1)%3C/script%3E", None, None, {}, 403),
+    ("body over limit", "limit.test", "POST", "/form", "q=" + "a" * 2000, "application/x-www-form-urlencoded", {}, 413),
+    ("body under limit", "limit.test", "POST", "/form", "q=" + "a" * 500, "application/x-www-form-urlencoded", {}, 200),
+    ("partial: attack past the limit", "partial.test", "POST", "/form", "a=" + "a" * 1100 + f"&q={SQLI}",
+     "application/x-www-form-urlencoded", {}, 200),
+    ("partial: attack within the limit", "partial.test", "POST", "/form", f"q={SQLI}&a=" + "a" * 1100,
+     "application/x-www-form-urlencoded", {}, 403),
+    ("response leaks an SQL error", "resp.test", "GET", "/", None, None,
+     {"X-Note": "You have an error in your SQL syntax; check the manual that corresponds to your MySQL server version"}, 403),
+    ("benign response", "resp.test", "GET", "/", None, None, {}, 200),
+    ("t:hexDecode on a one-character argument (CVE-2026-30923)", "hex.test", "GET", "/?a=1", None, None, {}, 200),
+]
+
+
+@pytest.mark.parametrize(("case", "host", "method", "path", "body", "ctype", "headers", "status"), CASES,
+                         ids=[c[0] for c in CASES])
+def test_crs_verdicts(app: Appliance, case: str, host: str, method: str, path: str, body: str | None,
+                      ctype: str | None, headers: dict[str, str], status: int) -> None:
+    extra = dict(headers)
+    if ctype:
+        extra["Content-Type"] = ctype
+    resp = req(app, host, path, method, headers=extra, content=body.encode() if body is not None else None)
+    assert resp.status_code == status, resp.text[:300]
+    assert resp.headers["x-request-id"]
+
+
+def test_block_page_by_accept_without_rule_details(app: Appliance) -> None:
+    resp = req(app, "block.test", "/?q=1%27%20or%201%3D1--", headers={"Accept": "application/json"})
+    assert resp.status_code == 403
+    assert resp.json() == {"status": 403, "error": "Forbidden", "request_id": resp.headers["x-request-id"]}
+    html = req(app, "block.test", "/?q=1%27%20or%201%3D1--", headers={"Accept": "text/html"})
+    assert html.headers["content-type"].startswith("text/html") and html.headers["x-request-id"] in html.text
+    for body in (resp.text, html.text):
+        assert "942100" not in body and "SQL" not in body and "libinjection" not in body
+
+
+def test_detect_mode_logs_would_block(app: Appliance) -> None:
+    resp = req(app, "detect.test", "/?q=1%27%20or%201%3D1--")
+    assert resp.status_code == 200
+    assert app.access_record(resp.headers["x-request-id"])["verdict"] == "detect"
+    benign = req(app, "detect.test", "/?q=hello")
+    assert app.access_record(benign.headers["x-request-id"])["verdict"] == "allow"
+
+
+def test_blocked_requests_never_reach_the_upstream(app: Appliance, upstream_a: Upstream) -> None:
+    resp = req(app, "block.test", "/never-here?q=1%27%20or%201%3D1--")
+    assert resp.status_code == 403
+    assert not any("/never-here" in line for line in upstream_a.seen())
+
+
+NON_UTF8 = [
+    ("uri", b"GET /?q=%FF%FE%3Cscript%3Ealert(1)%3C/script%3E HTTP/1.1\r\nHost: {host}\r\nUser-Agent: t\r\nAccept: */*\r\nConnection: close\r\n\r\n"),
+    ("header", b"GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: t\r\nAccept: */*\r\nReferer: \xff\xfe<script>alert(1)</script>\r\nConnection: close\r\n\r\n"),
+    ("cookie", b"GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: t\r\nAccept: */*\r\nCookie: a=\xff\xfe' or 1=1-- \r\nConnection: close\r\n\r\n"),
+    ("body", b"POST / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: t\r\nAccept: */*\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+             b"Content-Length: 29\r\nConnection: close\r\n\r\nq=\xff\xfe<script>alert(1)</script>"),
+]
+
+
+@pytest.mark.parametrize(("where", "raw"), NON_UTF8, ids=[n[0] for n in NON_UTF8])
+@pytest.mark.parametrize(("host", "status"), [("block.test", 403), ("detect.test", 200)])
+def test_non_utf8_matches_never_break_the_stage(app: Appliance, where: str, raw: bytes, host: str, status: int) -> None:
+    out = raw_request(app.port, raw.replace(b"{host}", host.encode()))
+    assert out.startswith(b"HTTP/1.1 %d" % status), out[:300]
+    assert b"x-request-id" in out.lower()
+
+
+def test_worker_survives_hostile_input(app: Appliance) -> None:
+    assert "Traceback" not in app.logs()
+    assert req(app, "block.test", "/ok").status_code == 200
