@@ -20,7 +20,7 @@ from .pipeline import RequestContext
 from .proxy import Outcome, Proxy
 from .reloader import ConfigWatcher
 from .responses import send_local
-from .routing import normalise_host
+from .routing import normalise_host, valid_host
 from .runtime import Runtime, compile_runtime
 from .h1client import H1Transport
 from .transport import Transport, WebSocketConnector
@@ -161,8 +161,10 @@ class EdgewardApp:
                 outcome.status, outcome.verdict = 431, "reject"
             elif not host:
                 outcome.status, outcome.verdict = 400, "reject"
+            elif not valid_host(name := normalise_host(host)):
+                outcome.status, outcome.verdict = 400, "reject"  # a Host no DNS name can have
             else:
-                domain = runtime.hosts.lookup(normalise_host(host))
+                domain = runtime.hosts.lookup(name)
                 if domain is None:
                     outcome.status, outcome.verdict = runtime.unknown_host_status, "reject"
                 else:
@@ -214,7 +216,7 @@ class EdgewardApp:
                 (b"x-request-id", rid.encode())]})
             await send({"type": "http.response.body", "body": body})
             return len(body)
-        messages = {400: "Missing Host header", 431: "Request headers too large"}
+        messages = {431: "Request headers too large"}
         return await send_local(send, status, rid, accept, messages.get(status))
 
 

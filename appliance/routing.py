@@ -5,6 +5,7 @@ Routes match by longest path prefix; a domain without a matching route uses its 
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Generic, TypeVar
 
@@ -13,11 +14,19 @@ T = TypeVar("T")
 
 def normalise_host(raw: bytes) -> str:
     """Lower-case host without the port and trailing dot; IPv6 literals keep their brackets."""
-    host = raw.decode("latin-1").strip().lower()
+    host = raw.decode("latin-1").strip(" \t").lower()
     if host.startswith("["):
         end = host.find("]")
         return host[: end + 1] if end > 0 else host
     return host.partition(":")[0].rstrip(".")
+
+
+_VALID_HOST = re.compile(r"^(?:[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?|\[[0-9a-f:.]+\])$")
+
+
+def valid_host(host: str) -> bool:
+    """Letters, digits, dots, hyphens (and underscores, which real names carry), or an IPv6 literal."""
+    return _VALID_HOST.match(host) is not None
 
 
 class HostTable(Generic[T]):

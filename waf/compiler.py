@@ -9,7 +9,7 @@ operator's raw ``directives``. Generated rules use ids 10000-10999 (CRS leaves 1
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,13 +156,16 @@ def _load_file(rules: RulesSet, path: Path, label: str) -> int:
     return int(count)
 
 
-def compile_rules(bundle_dir: Path, load_order: Sequence[str], policy: Policy) -> CompiledRules:
-    """Compile; raise WafCompileError with ModSecurity's parser message."""
+def compile_rules(
+    bundle_dir: Path, load_order: Sequence[str], policy: Policy, log: Callable[[str], None] | None = None
+) -> CompiledRules:
+    """Compile; raise WafCompileError with ModSecurity's parser message. ``log`` receives the
+    engine's log lines (the conformance runner reads them, as ftw reads nginx's error log)."""
     engine = ModSecurity()
     engine.set_connector_information("Edgeward")
     # Matches are read per transaction (get_rule_messages); without a callback the engine prints
     # every match, matched data included, to stderr.
-    engine.set_log_callback(_discard)
+    engine.set_log_callback(log or _discard)
     rules = RulesSet()
     count = _load(rules, engine_settings(policy), "engine settings")
     before, after = exclusion_rules(policy.exclusions)

@@ -30,6 +30,7 @@ def has_request_id(response: bytes) -> bool:
 CASES = [
     ("missing host on HTTP/1.1", b"GET /m1 HTTP/1.1\r\n\r\n", 400, True),
     ("empty host", b"GET /m2 HTTP/1.1\r\nHost: \r\n\r\n", 400, True),
+    ("invalid host characters", b"GET /m12 HTTP/1.1\r\nHost: localhost%00\r\n\r\n", 400, True),
     ("absolute-form unknown host", b"GET http://unknown.test/m3 HTTP/1.1\r\nHost: unknown.test\r\n\r\n", 421, True),
     ("oversized header", b"GET /m4 HTTP/1.1\r\nHost: app.example.test\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431, True),
     ("many headers", b"GET /m5 HTTP/1.1\r\nHost: app.example.test\r\n" + b"X-A: 12345678901234567890\r\n" * 400 + b"\r\n", 431, False),

@@ -33,3 +33,14 @@ ROUTES = RouteTable([("/api", "api"), ("/api/v2", "v2"), ("/healthz", "health")]
 ])
 def test_longest_prefix_route(path: str, expected: str) -> None:
     assert ROUTES.lookup(path) == expected
+
+
+@pytest.mark.parametrize(("raw", "valid"), [
+    (b"app.example.test", True), (b"APP.example.test:8080", True), (b"127.0.0.1", True), (b"[::1]:80", True),
+    (b"my_host.local", True), (b"localhost%00", False), (b"localhost\x1f", False), (b"a b", False),
+    (b"evil.test/x", False), (b"-", False),
+])
+def test_valid_host(raw: bytes, valid: bool) -> None:
+    from appliance.routing import valid_host
+
+    assert valid_host(normalise_host(raw)) is valid

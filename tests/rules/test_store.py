@@ -1,0 +1,90 @@
+"""Bundle import, content digest, verification and activation history."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from appliance.bundles import activations_for, import_bundle, store_for
+from rules.errors import BundleCompileError, BundleCorrupt, BundleNotFound
+
+from ..conftest import CRS_DIR
+
+
+@pytest.fixture()
+def crs_dir() -> Path:
+    if not CRS_DIR.is_dir():
+        pytest.skip(f"{CRS_DIR} is absent (Debian package modsecurity-crs)")
+    return CRS_DIR
+
+
+def test_debian_crs_imports_as_crs_334_with_910_left_out(tmp_path: Path, crs_dir: Path) -> None:
+    result = import_bundle(tmp_path, crs_dir)
+    m = result.manifest
+    assert m.ref == "crs@3.3.4" and len(m.digest) == 64 and result.new
+    assert "crs-setup.conf" in m.files and m.load_order[0] == "crs-setup.conf"
+    assert "rules/REQUEST-910-IP-REPUTATION.conf" in result.excluded
+    assert "MaxMind" in result.excluded["rules/REQUEST-910-IP-REPUTATION.conf"]
+    assert 942100 in m.rule_ids and m.rule_count > 500
+    assert m.engine.startswith("ModSecurity v3.0.")
+
+
+def test_identical_content_imports_to_the_same_digest(tmp_path: Path, crs_dir: Path) -> None:
+    first = import_bundle(tmp_path / "a", crs_dir).manifest
+    again = import_bundle(tmp_path / "a", crs_dir)
+    elsewhere = import_bundle(tmp_path / "b", crs_dir).manifest
+    assert again.manifest.digest == first.digest == elsewhere.digest and not again.new
+
+
+def test_a_bundle_that_does_not_compile_is_refused_with_the_parser_error(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "bad.conf").write_text('SecRule ARGS "@rx x" "id:1,phase:2,bogusaction"\n')
+    with pytest.raises(BundleCompileError, match="Expecting an action"):
+        import_bundle(tmp_path / "state", src)
+    assert store_for(tmp_path / "state").manifests() == []
+
+
+def test_tampered_bundle_is_detected_and_refused_at_load(tmp_path: Path, crs_dir: Path) -> None:
+    m = import_bundle(tmp_path, crs_dir).manifest
+    store = store_for(tmp_path)
+    store.verify(m)
+    rule = store.path(m) / "rules" / "REQUEST-942-APPLICATION-ATTACK-SQLI.conf"
+    rule.write_text(rule.read_text().replace("id:942100", "id:942999"))
+    with pytest.raises(BundleCorrupt, match="REQUEST-942-APPLICATION-ATTACK-SQLI.conf: content changed"):
+        store.verify(m)
+
+
+def test_activation_history_and_resolution(tmp_path: Path, crs_dir: Path) -> None:
+    m = import_bundle(tmp_path, crs_dir).manifest
+    activations = activations_for(tmp_path)
+    assert activations.active() is None
+    activations.activate(m.digest, m.ref, reason="first")
+    activations.activate(m.digest, m.ref, scope="shop.example.com", reason="pin")
+    assert activations.active().reason == "first"  # type: ignore[union-attr]
+    assert [a.reason for a in activations.history("shop.example.com")] == ["pin"]
+    store = store_for(tmp_path)
+    assert store.resolve("crs@3.3.4").digest == m.digest == store.resolve(m.digest[:16]).digest
+    with pytest.raises(BundleNotFound):
+        store.resolve("crs@9.9.9")
+
+
+def test_cli_import_activate_list(tmp_path: Path, crs_dir: Path) -> None:
+    import subprocess
+
+    from ..harness import EDGEWARD
+
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text(f"state_dir: {tmp_path}/state\ndomains:\n  - {{hosts: [a.test], upstream: 'http://127.0.0.1:1', waf: {{mode: block}}}}\n")
+    out = subprocess.run([EDGEWARD, "bundle", "import", "-c", str(cfg), str(crs_dir)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    ref, digest = out.stdout.split()[:2]
+    assert ref == "crs@3.3.4" and len(digest) == 64
+    assert "REQUEST-910-IP-REPUTATION.conf left out" in out.stderr
+    assert subprocess.run([EDGEWARD, "check", "-c", str(cfg)], capture_output=True).returncode == 2
+    act = subprocess.run([EDGEWARD, "bundle", "activate", "-c", str(cfg), "crs@3.3.4", "--reason", "t"], capture_output=True, text=True)
+    assert act.returncode == 0, act.stderr
+    assert subprocess.run([EDGEWARD, "check", "-c", str(cfg)], capture_output=True).returncode == 0
+    listing = subprocess.run([EDGEWARD, "bundle", "list", "-c", str(cfg), "--json"], capture_output=True, text=True).stdout
+    assert '"active": true' in listing and digest in listing

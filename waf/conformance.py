@@ -1,0 +1,328 @@
+"""Run CRS's own regression tests (ftw YAML, and go-ftw's format of CRS 4) through the engine,
+in-process, configured as CRS's CI configures it.
+
+A test passes when the engine's log lines for its request satisfy ``log_contains`` /
+``no_log_contains`` (or go-ftw's ``log.expect_ids`` / ``no_expect_ids``). Tests that only a web
+server can judge (``expect_error``, or a ``status`` with no log expectation) are skipped with that
+reason. When a file name appears more than once under the directory (Debian's back-ported test
+files beside their v3.3.4 twins), the copy under the highest ``vX.Y.Z`` path wins.
+
+Overrides (like go-ftw's platform overrides) declare known engine differences per test::
+
+    test_overrides:
+      - rule_id: 920100
+        test_ids: [4]              # omitted: every test of the rule
+        reason: "why this engine differs"
+        output: {log_contains: ...}   # replaces the expectation; omitted: the test is skipped
+"""
+from __future__ import annotations
+
+import base64
+import re
+import socket
+from urllib.parse import parse_qsl, unquote, urlencode
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from libmodsecurity import Transaction
+
+from .compiler import compile_rules
+from .policy import Policy
+
+# What CRS's CI sets (tests/regression for 3.3; the same values in CRS 4's go-ftw setup).
+CI_DIRECTIVES = """\
+SecAction "id:10090,phase:1,pass,nolog,t:none,setvar:tx.arg_length=400,setvar:tx.arg_name_length=100,\
+setvar:tx.crs_validate_utf8_encoding=1"
+"""
+_VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
+
+
+@dataclass
+class Case:
+    rule_id: int
+    test_id: str  # e.g. "942100-3"
+    number: int
+    stages: list[dict[str, Any]]
+    file: str
+    enabled: bool = True
+
+
+@dataclass
+class Result:
+    case: Case
+    status: str  # passed | failed | skipped
+    reason: str = ""
+
+
+@dataclass
+class Summary:
+    results: list[Result] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+    def line(self) -> str:
+        return f"{self.count('passed')} passed, {self.count('failed')} failed, {self.count('skipped')} skipped"
+
+
+def _version_key(path: Path) -> tuple[int, ...]:
+    for part in reversed(path.parts):
+        m = _VERSION.match(part)
+        if m:
+            return tuple(int(x) for x in m.groups())
+    return (0, 0, 0)
+
+
+def test_files(directory: Path) -> list[Path]:
+    chosen: dict[str, Path] = {}
+    for path in sorted(directory.rglob("*.yaml")):
+        current = chosen.get(path.name)
+        if current is None or _version_key(path) > _version_key(current):
+            chosen[path.name] = path
+    return sorted(chosen.values(), key=lambda p: p.name)
+
+
+def load_cases(directory: Path) -> Iterator[Case]:
+    for path in test_files(directory):
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict) or "tests" not in doc:
+            continue
+        meta = doc.get("meta") or {}
+        stem = path.stem
+        rule_id = int(re.sub(r"\D.*", "", stem) or 0)
+        for i, test in enumerate(doc.get("tests") or [], start=1):
+            title = str(test.get("test_title") or f"{stem}-{test.get('test_id') or i}")
+            suffix = re.search(r"-(\d+)$", title)
+            number = int(test.get("test_id") or (suffix.group(1) if suffix else i))
+            stages = [s.get("stage", s) if isinstance(s, dict) else s for s in test.get("stages") or []]
+            enabled = meta.get("enabled") is not False and test.get("enabled") is not False
+            yield Case(rule_id, title, number, stages, str(path), enabled)
+
+
+def _bytes(value: Any) -> bytes:
+    if isinstance(value, list):
+        value = "\r\n".join(str(v) for v in value)
+    text = "" if value is None else str(value)
+    try:
+        return text.encode("latin-1")  # YAML \xNN escapes are bytes
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
+
+
+def _text(value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
+@dataclass
+class Request:
+    method: str
+    uri: str
+    version: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    wire: bytes  # the bytes ftw would put on the socket
+
+
+def build_request(given: dict[str, Any]) -> Request:
+    raw = None
+    if given.get("encoded_request"):
+        raw = base64.b64decode(str(given["encoded_request"]))
+    elif given.get("raw_request"):
+        # ftw: raw_request.encode('utf-8').decode('unicode_escape'), then UTF-8 on the wire
+        raw = str(given["raw_request"]).encode("utf-8").decode("unicode_escape").encode("utf-8")
+    if raw is not None:
+        head, _, body = raw.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(b" ")
+        method, uri = _text(parts[0]), _text(parts[1]) if len(parts) > 1 else "/"
+        version = _text(parts[2]) if len(parts) > 2 else "HTTP/1.0"
+        headers = []
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            headers.append((_text(name.strip()), _text(value.strip())))
+        return Request(method, uri, version.replace("HTTP/", ""), headers, body, raw)
+    # ftw's "magic" (stop_magic: false): a body gets a urlencoded Content-Type, a urlencoded body
+    # that is not already percent-encoded is re-encoded, and Content-Length is the character count.
+    headers_in = {str(k): v for k, v in (given.get("headers") or {}).items()}
+    data = given.get("data")
+    if isinstance(data, list):
+        data = "\r\n".join(str(d) for d in data)
+    data = "" if data is None else str(data)
+    magic = not given.get("stop_magic", False)
+    if data and magic:
+        if "Content-Type" not in headers_in:
+            headers_in["Content-Type"] = "application/x-www-form-urlencoded"
+        if headers_in.get("Content-Type") == "application/x-www-form-urlencoded" and unquote(data) == data:
+            pairs = parse_qsl(data)
+            if pairs:
+                data = urlencode(pairs)
+        if "Content-Length" not in headers_in:
+            headers_in["Content-Length"] = len(data)
+    headers = [(k, str(v)) for k, v in headers_in.items()]
+    body = data.encode(_charset(headers_in.get("Content-Type")) if magic else "utf-8", "replace")
+    raw_version = str(given.get("version") if given.get("version") is not None else "HTTP/1.1")
+    method, uri = str(given.get("method") or "GET"), str(given.get("uri") or "/")
+    wire = (f"{method} {uri} {raw_version}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers)
+            + "\r\n").encode("utf-8") + body
+    # A web server hands the engine header values without surrounding whitespace (RFC 9110 5.5).
+    trimmed = [(k, v.strip(" \t")) for k, v in headers]
+    return Request(method, uri, raw_version.replace("HTTP/", ""), trimmed, body, wire)
+
+
+def _charset(content_type: object) -> str:
+    m = re.search(r";\s?charset=(.*?)(?:$|;|\s)", str(content_type or ""))
+    if m:
+        name = m.group(1).replace("-", "_").lower()
+        try:
+            "".encode(name)
+            return name
+        except LookupError:
+            pass
+    return "utf-8"
+
+
+def _expectations(output: dict[str, Any]) -> tuple[list[str], list[str]]:
+    must = [str(output["log_contains"])] if output.get("log_contains") else []
+    must_not = [str(output["no_log_contains"])] if output.get("no_log_contains") else []
+    log = output.get("log") or {}
+    must += [f'id "{i}"' for i in log.get("expect_ids") or []]
+    must_not += [f'id "{i}"' for i in log.get("no_expect_ids") or []]
+    if log.get("match_regex"):
+        must.append(str(log["match_regex"]))
+    if log.get("no_match_regex"):
+        must_not.append(str(log["no_match_regex"]))
+    return must, must_not
+
+
+class Runner:
+    """Evaluates cases against one compiled rule set in DetectionOnly at paranoia 4."""
+
+    def __init__(self, bundle_dir: Path, load_order: list[str], http: tuple[str, int] | None = None) -> None:
+        self.http = http
+        self._lines: list[str] = []
+        policy = Policy(mode="detect", paranoia=4, directives=CI_DIRECTIVES)
+        self.compiled = compile_rules(bundle_dir, load_order, policy, log=self._lines.append)
+
+    def log_for(self, request: Request, port: int) -> str:
+        self._lines.clear()
+        tx = Transaction(self.compiled.engine, self.compiled.rules)
+        tx.process_connection("127.0.0.1", 40000, "127.0.0.1", port)
+        tx.process_uri(request.uri, request.method, request.version)
+        for name, value in request.headers:
+            tx.add_request_header(name, value)
+        tx.process_request_headers()
+        if request.body:
+            tx.append_request_body(request.body)
+        tx.process_request_body()
+        tx.process_logging()
+        return "\n".join(self._lines)
+
+    def status_over_http(self, request: Request) -> int | None:
+        """Send the request as ftw would to a running appliance; the status, or None if it closed."""
+        assert self.http is not None
+        with socket.create_connection(self.http, timeout=5) as sock:
+            sock.sendall(request.wire)
+            data = b""
+            try:
+                while b"\r\n" not in data:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError:
+                return None
+        parts = data.split(b" ", 2)
+        return int(parts[1]) if len(parts) > 1 and parts[0].startswith(b"HTTP/") and parts[1].isdigit() else None
+
+    def run(self, case: Case, output_override: dict[str, Any] | None = None) -> Result:
+        if not case.enabled:
+            return Result(case, "skipped", "disabled upstream (meta.enabled: false)")
+        judged = False
+        for index, stage in enumerate(case.stages):
+            given = stage.get("input") or {}
+            output = output_override if output_override is not None and index == len(case.stages) - 1 else (stage.get("output") or {})
+            must, must_not = _expectations(output)
+            web_only = output.get("expect_error") or (not must and not must_not and output.get("status") is not None)
+            if web_only:
+                if self.http is None:
+                    return Result(case, "skipped", "needs a web server's answer (run with --http)")
+                status = self.status_over_http(build_request(given))
+                if output.get("expect_error"):
+                    if status is not None and status < 400:
+                        return Result(case, "failed", f"expected the server to refuse, got {status}")
+                else:
+                    wanted = output["status"] if isinstance(output["status"], list) else [output["status"]]
+                    if status not in wanted:
+                        return Result(case, "failed", f"status {status}, expected {wanted}")
+                judged = True
+                continue
+            if not must and not must_not:
+                continue
+            try:
+                request = build_request(given)
+            except (ValueError, IndexError) as exc:
+                return Result(case, "skipped", f"request cannot be built without a web server: {exc}")
+            log = self.log_for(request, int(given.get("port") or 80))
+            for pattern in must:
+                if not re.search(pattern, log):
+                    return Result(case, "failed", f"log lacks /{pattern}/")
+            for pattern in must_not:
+                if re.search(pattern, log):
+                    return Result(case, "failed", f"log has /{pattern}/")
+            judged = True
+        return Result(case, "passed") if judged else Result(case, "skipped", "no expectation the engine can judge")
+
+
+@dataclass(frozen=True)
+class Override:
+    rule_id: int
+    test_ids: tuple[int, ...]
+    reason: str
+    output: dict[str, Any] | None
+
+
+def load_overrides(path: Path) -> list[Override]:
+    doc = yaml.safe_load(path.read_text()) or {}
+    out = []
+    for entry in doc.get("test_overrides") or []:
+        if not entry.get("reason"):
+            raise ValueError(f"{path}: override for rule {entry.get('rule_id')} has no reason")
+        out.append(Override(int(entry["rule_id"]), tuple(int(t) for t in entry.get("test_ids") or ()),
+                            str(entry["reason"]), entry.get("output")))
+    return out
+
+
+def _override_for(case: Case, overrides: Iterable[Override]) -> Override | None:
+    for o in overrides:
+        if o.rule_id == case.rule_id and (not o.test_ids or case.number in o.test_ids):
+            return o
+    return None
+
+
+def run_suite(
+    directory: Path, bundle_dir: Path, load_order: list[str], overrides: list[Override] | None = None,
+    progress: Callable[[Result], None] | None = None, http: tuple[str, int] | None = None,
+) -> tuple[Summary, Summary | None]:
+    """Run every case; return (summary without overrides, summary with them, if any given)."""
+    runner = Runner(bundle_dir, load_order, http)
+    plain, applied = Summary(), Summary() if overrides is not None else None
+    for case in load_cases(directory):
+        result = runner.run(case)
+        plain.results.append(result)
+        if progress:
+            progress(result)
+        if applied is not None:
+            o = _override_for(case, overrides or [])
+            if o is None:
+                applied.results.append(result)
+            elif o.output is None:
+                applied.results.append(Result(case, "skipped", f"override: {o.reason}"))
+            else:
+                applied.results.append(runner.run(case, o.output))
+    return plain, applied
