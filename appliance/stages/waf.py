@@ -7,7 +7,6 @@ own limits (PCRE match limits, body, argument and JSON depth limits) set by the 
 """
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from waf.compiler import CompiledRules
@@ -119,7 +118,11 @@ class WafStage:
             "mode": self.policy.mode,
             "anomaly_score": outcome.anomaly_score,
             "phase": outcome.decision.phase if outcome.decision else None,
-            "matches": [asdict(m) for m in outcome.matches],
+            "matches": [
+                {"rule_id": m.rule_id, "message": m.message, "severity": m.severity, "data": m.data,
+                 "matched": m.matched, "phase": m.phase, "tags": list(m.tags), "disruptive": m.disruptive}
+                for m in outcome.matches
+            ],
         }
 
 

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Edgeward vs nginx+ModSecurity with the same CRS files and settings (paranoia 1, blocking),
+in front of the same origin, driven by wrk in one run on three mixes: a benign GET with a query
+string, a benign JSON POST (~300 bytes) and an attack GET (blocked by both). Prints requests/s,
+p99 and the ratio Edgeward/nginx for each, and Edgeward's worker RSS with CRS loaded. Loopback only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import EDGEWARD, ORIGIN, descendants, free_port, rss_mib, start_nginx, wait_port, wrk  # noqa: E402
+
+from appliance.bundles import activations_for, import_bundle  # noqa: E402
+from waf.compiler import engine_settings, policy_action  # noqa: E402
+from waf.policy import Policy  # noqa: E402
+
+MODULE = "/usr/lib/nginx/modules/ngx_http_modsecurity_module.so"
+CRS = "/usr/share/modsecurity-crs"
+
+WAF_PROXY = """upstream origin {{ server 127.0.0.1:{origin}; keepalive 64; }}
+server {{ listen 127.0.0.1:{port}; keepalive_requests 100000;
+  modsecurity on;
+  modsecurity_rules_file {rules};
+  location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
+    proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }} }}"""
+
+JSON_BODY = json.dumps({
+    "user": {"name": "Alice Example", "email": "alice@example.com", "roles": ["staff", "editor"]},
+    "order": {"id": 123456, "items": [{"sku": "A-100", "qty": 2, "price": 19.99}, {"sku": "B-200", "qty": 1, "price": 5.5}],
+              "note": "Please deliver after 5pm, ring the bell twice."},
+    "client": {"locale": "en-GB", "tz": "Europe/London", "version": "2.4.1"},
+})
+
+MIXES = [
+    ("benign GET", "/search?q=hello+world&page=2&sort=price", None, False),
+    ("benign JSON POST", "/api/orders", "post.lua", False),
+    ("attack GET (blocked)", "/search?q=1%27%20or%201%3D1--&page=2", None, True),
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    for need in ("nginx", "wrk", MODULE, CRS):
+        if not (shutil.which(need) or Path(need).exists()):
+            raise SystemExit(f"{need} is missing (bench/waf.sh installs it)")
+    procs: list[subprocess.Popen[bytes]] = []
+    results = []
+    rss: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="edgeward-wafbench-") as tmp:
+        try:
+            state = Path(tmp) / "state"
+            bundle = import_bundle(state, Path(CRS)).manifest
+            activations_for(state).activate(bundle.digest, bundle.ref, reason="bench")
+            bundle_dir = state / "bundles" / bundle.digest
+            policy = Policy(mode="block", paranoia=1)
+            # nginx+ModSecurity loads exactly the files and settings Edgeward compiles.
+            rules = Path(tmp) / "modsec.conf"
+            includes = [f"Include {bundle_dir / rel}\n" for rel in bundle.load_order]
+            rules.write_text(engine_settings(policy) + includes[0] + policy_action(policy) + "".join(includes[1:]))
+            (Path(tmp) / "post.lua").write_text(
+                'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                f"wrk.body = [[{JSON_BODY}]]\n")
+            origin, nginx_port, edge_port, admin_port = free_port(), free_port(), free_port(), free_port()
+            procs.append(start_nginx(tmp, "origin", ORIGIN.format(port=origin), 1))
+            procs.append(start_nginx(tmp, "modsec", WAF_PROXY.format(origin=origin, port=nginx_port, rules=rules),
+                                     args.workers, modules=f"load_module {MODULE};", log_level="emerg"))
+            cfg = Path(tmp) / "edgeward.yaml"
+            cfg.write_text(
+                f"listen: 127.0.0.1:{edge_port}\nworkers: {args.workers}\nstate_dir: {state}\n"
+                f"access_log: {{enabled: false}}\nadmin: {{listen: 127.0.0.1:{admin_port}}}\n"
+                f"domains:\n  - hosts: [bench.test]\n    upstream: http://127.0.0.1:{origin}\n"
+                f"    waf: {{mode: block, paranoia: 1}}\n")
+            env = dict(os.environ, EDGEWARD_LOG_LEVEL="WARNING")
+            edge = subprocess.Popen([str(EDGEWARD), "serve", "-c", str(cfg)], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(edge)
+            for port in (origin, nginx_port, edge_port):
+                wait_port(port)
+            time.sleep(1.5)
+            os.chdir(tmp)
+            for name, path, script, blocked in MIXES:
+                wrk(nginx_port, path, 2, args.connections, script=script)
+                wrk(edge_port, path, 2, args.connections, script=script)
+                n = wrk(nginx_port, path, args.duration, args.connections, script=script)
+                e = wrk(edge_port, path, args.duration, args.connections, script=script)
+                for who, r in (("nginx", n), ("edgeward", e)):
+                    if blocked and r.non_2xx == 0 or not blocked and r.non_2xx:
+                        raise SystemExit(f"{who}: unexpected verdicts on '{name}' ({r.non_2xx} non-2xx)")
+                results.append((name, n, e))
+            rss = rss_mib([p for p in descendants(edge.pid)])
+        finally:
+            for proc in reversed(procs):
+                proc.send_signal(signal.SIGTERM if proc is procs[-1] else signal.SIGQUIT)
+            for proc in procs:
+                try:
+                    proc.wait(40)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    print(f"CRS {bundle.ref}, paranoia 1, blocking; {args.connections} connections, {args.duration}s, "
+          f"{args.workers} workers each")
+    print(f"{'mix':24} {'nginx req/s':>12} {'p99 ms':>8} {'edgeward req/s':>15} {'p99 ms':>8} {'ratio':>6}")
+    for name, n, e in results:
+        print(f"{name:24} {n.rps:>12.0f} {n.p99_ms:>8.2f} {e.rps:>15.0f} {e.p99_ms:>8.2f} {e.rps / n.rps:>6.2f}")
+    workers = sorted(rss)[-args.workers:] if rss else []
+    print(f"edgeward worker RSS with CRS loaded: {', '.join(f'{r:.0f} MiB' for r in workers)} (target <= 150 MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
