@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import itertools
 import logging
 import os
@@ -81,7 +82,8 @@ class EdgewardApp:
         config = await asyncio.to_thread(load_config, self.config_path)
         self.apply(await asyncio.to_thread(compile_runtime, config, 1))
         watcher = ConfigWatcher(self.config_path, config, self.apply, self.metrics.reload)
-        self._tasks = [asyncio.create_task(watcher.run()), asyncio.create_task(self._flush_logs())]
+        self._tasks = [asyncio.create_task(watcher.run()), asyncio.create_task(self._flush_logs()),
+                       asyncio.create_task(self._stall_watchdog())]
 
     async def _shutdown(self) -> None:
         for task in self._tasks:
@@ -100,6 +102,20 @@ class EdgewardApp:
                 self.metrics.dump(self.metrics_dir)
             except OSError as exc:
                 log.warning("cannot write metrics snapshot: %s", exc)
+
+    async def _stall_watchdog(self) -> None:
+        """Exit the worker if its event loop stops turning (a pathological request inside the WAF
+        engine, which holds the GIL and cannot be interrupted from Python). faulthandler's timer
+        runs in a C thread that needs no GIL; this task re-arms it every second, so it only fires
+        when the loop has been stuck for ``limits.worker_stall_timeout``. Granian then replaces the
+        worker while the others keep serving."""
+        try:
+            while True:
+                timeout = self.runtime.config.limits.worker_stall_timeout if self.runtime else 30.0
+                faulthandler.dump_traceback_later(timeout, exit=True)
+                await asyncio.sleep(1.0)
+        finally:
+            faulthandler.cancel_dump_traceback_later()
 
     async def _flush_logs(self) -> None:
         """Flush the access log and publish metrics twice a second, off the request path."""

@@ -242,6 +242,7 @@ class WafConfig(Strict):
     body_limit_action: Literal["reject", "inspect_partial"] = "reject"
     inspect_response: bool = False
     response_body_limit: Size = 524288
+    pcre_match_limit: int = Field(default=100000, ge=1000, le=1_000_000_000)
     exclusions: list[ExclusionConfig] = []
     directives: str = ""
 
@@ -311,6 +312,7 @@ class DomainConfig(Strict):
 class LimitsConfig(Strict):
     max_header_size: Size = 32 * 1024
     max_body_size: Size = 0  # 0: no limit
+    worker_stall_timeout: Duration = 30.0  # a worker whose event loop is stuck this long is replaced
 
 
 class Config(Strict):

@@ -40,6 +40,7 @@ def policy_of(cfg: WafConfig) -> Policy:
         body_limit_action=cfg.body_limit_action,
         inspect_response=cfg.inspect_response,
         response_body_limit=cfg.response_body_limit,
+        pcre_match_limit=cfg.pcre_match_limit,
         exclusions=tuple(
             Exclusion(tuple(e.rules), tuple(e.tags), e.target, e.path, tuple(m.upper() for m in e.methods))
             for e in cfg.exclusions

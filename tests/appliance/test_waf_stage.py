@@ -179,3 +179,51 @@ def test_non_utf8_matches_never_break_the_stage(app: Appliance, where: str, raw:
 def test_worker_survives_hostile_input(app: Appliance) -> None:
     assert "Traceback" not in app.logs()
     assert req(app, "block.test", "/ok").status_code == 200
+
+
+def test_a_worker_stuck_in_the_engine_is_replaced(tmp_path_factory: pytest.TempPathFactory, upstream_a: Upstream,
+                                                  crs_state: Path) -> None:
+    """Catastrophic backtracking with the PCRE limit lifted: the evaluation cannot be interrupted
+    from Python, so the stall watchdog must end the worker and granian replace it."""
+    domains = f"""\
+  - hosts: [stall.test]
+    upstream: {upstream_a.url}
+    waf:
+      mode: block
+      pcre_match_limit: 1000000000
+      directives: |
+        SecRule ARGS:p "@rx ^(a|a)*$" "id:12399,phase:2,t:none,deny,status:403,log"
+"""
+    app = start_appliance(tmp_path_factory.mktemp("stall"), domains, "limits: {worker_stall_timeout: 2s}\n",
+                          state_dir=crs_state)
+    try:
+        import threading
+        import time
+
+        before = set(app.worker_pids())
+        stuck: dict[str, object] = {}
+        thread = threading.Thread(target=lambda: stuck.setdefault("r", _try(lambda: req(app, "stall.test", "/?p=" + "a" * 30 + "!"))))
+        thread.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        ok = 0
+        while time.monotonic() - started < 6:  # the other worker keeps serving meanwhile
+            if _try(lambda: req(app, "stall.test", "/?p=fine")) == 200:
+                ok += 1
+            time.sleep(0.05)
+        thread.join(15)
+        assert ok > 10
+        assert not isinstance(stuck.get("r"), int) or stuck["r"] != 200  # the stuck request never succeeded
+        after = set(app.worker_pids())
+        assert before - after, "the stuck worker is still there"
+        assert len(after) == len(before)
+        assert req(app, "stall.test", "/?p=fine").status_code == 200
+    finally:
+        stop(app.proc)
+
+
+def _try(call: object) -> object:
+    try:
+        return call().status_code  # type: ignore[operator]
+    except httpx.HTTPError as exc:
+        return exc
