@@ -3,17 +3,21 @@ bundle a domain uses, verify it before it is loaded.
 """
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from rules.activation import GLOBAL, Activations
 from rules.errors import BundleError
-from rules.importer import collect_directory
+from rules.importer import collect
 from rules.manifest import Manifest
+from rules.signing import load_public_key, verify_signature
 from rules.store import BundleStore
 from waf.compiler import compile_rules, engine_version
 from waf.errors import WafCompileError
 from waf.policy import Policy
+
+from .config import RulesConfig
 
 
 @dataclass(frozen=True)
@@ -40,22 +44,47 @@ def preflight(directory: Path, load_order: list[str]) -> tuple[str, str | None]:
     return engine_version(), None
 
 
-def import_bundle(state_dir: Path, source: Path, name: str | None = None, version: str | None = None) -> ImportResult:
-    collected = collect_directory(source)
-    detected = collected.version()
-    manifest, new = store_for(state_dir).add(
-        collected,
-        name=name or ("crs" if detected else source.resolve().name),
-        version=version or detected or "0",
-        source=str(source.resolve()),
-        preflight=preflight,
-    )
+def import_bundle(
+    state_dir: Path, source: Path | str, name: str | None = None, version: str | None = None, *,
+    sha256: str | None = None, include: list[str] | None = None, exclude: list[str] | None = None,
+    plugins: list[str] | None = None, extras: list[str] | None = None,
+) -> ImportResult:
+    """Import a directory, archive or pinned https:// URL; nothing is written to the store unless
+    the whole bundle was read safely and compiles."""
+    text = str(source)
+    with tempfile.TemporaryDirectory(prefix="edgeward-import-") as work:
+        collected, plugin_names = collect(text, Path(work), sha256=sha256, include=include, exclude=exclude,
+                                          plugins=plugins, extras=extras)
+        detected = collected.version()
+        default_name = "crs" if detected else Path(text.rstrip("/").rsplit("/", 1)[-1]).name.split(".")[0] or "rules"
+        manifest, new = store_for(state_dir).add(
+            collected,
+            name=name or default_name,
+            version=version or detected or "0",
+            source=text if "://" in text else str(Path(text).resolve()),
+            preflight=preflight,
+            plugins=plugin_names,
+        )
     return ImportResult(manifest, new, collected.excluded)
 
 
-def resolve_for_domain(state_dir: Path, ref: str | None, domain: str | None = None) -> tuple[Manifest, Path]:
+def trusted_keys(rules: RulesConfig) -> list[bytes] | None:
+    return [load_public_key(k) for k in rules.trusted_keys] if rules.trusted_keys else None
+
+
+def check_bundle(state_dir: Path, manifest: Manifest, rules: RulesConfig) -> None:
+    """Refuse a bundle whose files changed since import, or whose signature is missing (when
+    required) or invalid (or by an untrusted key)."""
+    store = store_for(state_dir)
+    store.verify(manifest)
+    verify_signature(store.path(manifest), trusted_keys(rules), rules.require_signature)
+
+
+def resolve_for_domain(
+    state_dir: Path, ref: str | None, domain: str | None = None, rules: RulesConfig | None = None
+) -> tuple[Manifest, Path]:
     """The bundle a domain uses: pinned in config, else the domain's activation, else the global
-    one. Verified against its manifest (a file changed on disk is refused)."""
+    one. Verified against its manifest (a file changed on disk is refused) and its signature."""
     store = store_for(state_dir)
     if ref is None:
         activations = activations_for(state_dir)
@@ -67,5 +96,5 @@ def resolve_for_domain(state_dir: Path, ref: str | None, domain: str | None = No
             )
         ref = active.digest
     manifest = store.resolve(ref)
-    store.verify(manifest)
+    check_bundle(state_dir, manifest, rules or RulesConfig())
     return manifest, store.path(manifest)

@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from .config import Config
 from .configfile import load_config
 from .errors import ConfigError
 
@@ -76,13 +77,17 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return 0
 
 
-def _state_dir(args: argparse.Namespace) -> Path:
-    """Commands that only touch state need the config's state_dir, not a runnable config."""
+def _config(args: argparse.Namespace) -> Config:
+    """Commands that only touch state need a valid config (for state_dir and rules), not a runnable one."""
     try:
-        return load_config(args.config).state_dir
+        return load_config(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         raise SystemExit(2) from exc
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    return _config(args).state_dir
 
 
 def _print(args: argparse.Namespace, record: dict[str, object], text: str) -> None:
@@ -96,7 +101,8 @@ def cmd_bundle_import(args: argparse.Namespace) -> int:
 
     state = _state_dir(args)
     try:
-        result = import_bundle(state, Path(args.source), args.name, args.version)
+        result = import_bundle(state, args.source, args.name, args.version, sha256=args.sha256,
+                               include=args.include, exclude=args.exclude, plugins=args.plugin, extras=args.extra)
     except BundleError as exc:
         print(f"import refused: {exc}", file=sys.stderr)
         return 1
@@ -146,19 +152,178 @@ def cmd_bundle_activate(args: argparse.Namespace) -> int:
     from rules.activation import GLOBAL
     from rules.errors import BundleError
 
-    from .bundles import activations_for, store_for
+    from .bundles import activations_for, check_bundle, store_for
 
-    state = _state_dir(args)
+    config = _config(args)
+    state = config.state_dir
     store = store_for(state)
     try:
         m = store.resolve(args.ref)
-        store.verify(m)
+        check_bundle(state, m, config.rules)
     except BundleError as exc:
         print(f"activation refused: {exc}", file=sys.stderr)
         return 1
     entry = activations_for(state).activate(m.digest, m.ref, args.domain or GLOBAL, args.reason)
     _print(args, {"ref": m.ref, "digest": m.digest, "scope": args.domain or GLOBAL, "at": entry.at},
            f"{m.ref} ({m.digest[:12]}) active for {args.domain or 'all domains'}; workers switch within a second")
+    return 0
+
+
+def cmd_bundle_keygen(args: argparse.Namespace) -> int:
+    from rules.signing import keygen
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        print(f"{out} exists (use --force to replace it)", file=sys.stderr)
+        return 1
+    kid = keygen(out)
+    print(f"private key {out} (mode 600), public key {out}.pub, key id {kid}")
+    return 0
+
+
+def cmd_bundle_sign(args: argparse.Namespace) -> int:
+    from rules.errors import BundleError
+    from rules.signing import sign
+
+    from .bundles import store_for
+
+    store = store_for(_state_dir(args))
+    try:
+        m = store.resolve(args.ref)
+        store.verify(m)  # never sign a bundle whose files changed
+        kid = sign(store.path(m), Path(args.key))
+    except BundleError as exc:
+        print(f"sign refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"{m.ref} ({m.digest[:12]}) signed with key {kid}")
+    return 0
+
+
+def cmd_bundle_verify(args: argparse.Namespace) -> int:
+    from rules.errors import BundleError
+    from rules.signing import verify_signature
+
+    from .bundles import store_for, trusted_keys
+
+    config = _config(args)
+    store = store_for(config.state_dir)
+    try:
+        m = store.resolve(args.ref)
+        store.verify(m)
+        signature = verify_signature(store.path(m), trusted_keys(config.rules), config.rules.require_signature)
+    except BundleError as exc:
+        _print(args, {"ref": args.ref, "ok": False, "problem": str(exc)}, f"FAILED: {exc}")
+        return 1
+    signed = f"signed by key {signature.key_id}" if signature else "unsigned"
+    _print(args, {"ref": m.ref, "digest": m.digest, "ok": True, "signed": bool(signature),
+                  "key_id": signature.key_id if signature else None},
+           f"OK: {m.ref} ({m.digest[:12]}): {len(m.files)} files match the manifest; {signed}")
+    return 0
+
+
+def cmd_bundle_diff(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from rules.diff import diff
+    from rules.errors import BundleError
+
+    from .bundles import store_for
+
+    store = store_for(_state_dir(args))
+    try:
+        a, b = store.resolve(args.a), store.resolve(args.b)
+    except BundleError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    d = diff(store.path(a), a, store.path(b), b)
+    if args.json:
+        print(json.dumps({"a": a.ref, "b": b.ref, **asdict(d)}, sort_keys=True))
+        return 0
+    print(f"--- {a.ref} ({a.digest[:12]})\n+++ {b.ref} ({b.digest[:12]})")
+    for label, rules in (("added", d.added), ("removed", d.removed), ("changed", d.changed)):
+        for rid, msg in rules.items():
+            print(f"{label:8} {rid}  {msg}")
+    for name, (old, new) in d.setup.items():
+        print(f"setup    tx.{name}: {old} -> {new}")
+    if d.empty:
+        print("no rule or setup differences")
+    return 0
+
+
+def cmd_bundle_export(args: argparse.Namespace) -> int:
+    import tarfile
+
+    from rules.errors import BundleError
+
+    from .bundles import store_for
+
+    store = store_for(_state_dir(args))
+    try:
+        m = store.resolve(args.ref)
+        store.verify(m)
+    except BundleError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    out = Path(args.out or f"{m.name}-{m.version}-{m.digest[:12]}.tar.gz")
+    base = store.path(m)
+    top = f"{m.name}-{m.version}"
+    with tarfile.open(out, "w:gz") as tar:
+        for rel in ["manifest.json", *sorted(m.files), *(["signature.json"] if (base / "signature.json").exists() else [])]:
+            tar.add(base / rel, arcname=f"{top}/{rel}", recursive=False)
+    print(f"{out}: {m.ref} {m.digest}")
+    return 0
+
+
+def cmd_bundle_gc(args: argparse.Namespace) -> int:
+    import shutil
+
+    from .bundles import activations_for, store_for
+
+    config = _config(args)
+    store = store_for(config.state_dir)
+    keep = activations_for(config.state_dir).referenced()
+    pinned = {d.waf.bundle for d in config.domains if d.waf.bundle} | {
+        r.waf.bundle for d in config.domains for r in d.routes if r.waf and r.waf.bundle}
+    for ref in pinned:
+        try:
+            keep.add(store.resolve(ref).digest)
+        except Exception:  # noqa: BLE001 - an unresolvable pin keeps nothing
+            pass
+    removed = 0
+    for m in store.manifests():
+        if m.digest not in keep:
+            if not args.dry_run:
+                shutil.rmtree(store.path(m))
+            print(f"{'would remove' if args.dry_run else 'removed'} {m.ref} ({m.digest[:12]})")
+            removed += 1
+    print(f"{removed} bundle(s) {'to remove' if args.dry_run else 'removed'}, {len(store.manifests())} kept")
+    return 0
+
+
+def cmd_bundle_rollback(args: argparse.Namespace) -> int:
+    from rules.activation import GLOBAL
+
+    from .bundles import activations_for
+
+    try:
+        entry = activations_for(_state_dir(args)).rollback(args.domain or GLOBAL, args.steps, args.reason)
+    except (LookupError, ValueError) as exc:
+        print(f"rollback refused: {exc}", file=sys.stderr)
+        return 1
+    _print(args, {"scope": args.domain or GLOBAL, "ref": entry.ref, "digest": entry.digest, "at": entry.at},
+           f"{args.domain or 'all domains'} now run {entry.ref}" + (f" ({entry.digest[:12]})" if entry.digest else ""))
+    return 0
+
+
+def cmd_bundle_history(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from rules.activation import GLOBAL
+
+    from .bundles import activations_for
+
+    for entry in activations_for(_state_dir(args)).history(args.domain or GLOBAL):
+        _print(args, asdict(entry), f"{entry.at}  {entry.ref:20} {entry.digest[:12] or '(global)':12}  {entry.by:10} {entry.reason}")
     return 0
 
 
@@ -253,9 +418,15 @@ def main(argv: list[str] | None = None) -> int:
         dest="bundle_command", required=True)
     p = bundle.add_parser("import", help="import a rule set directory into the bundle store")
     _config_arg(p)
-    p.add_argument("source", help="directory (Debian's /usr/share/modsecurity-crs, a CRS tree, or .conf files)")
+    p.add_argument("source", help="directory (Debian's /usr/share/modsecurity-crs, a CRS tree, .conf files), "
+                   ".tar.gz/.zip archive, or https:// URL (with --sha256)")
     p.add_argument("--name")
-    p.add_argument("--version")
+    p.add_argument("--version", help="default: read from the CRS files")
+    p.add_argument("--sha256", help="required for a URL: the archive's sha256")
+    p.add_argument("--include", action="append", default=[], metavar="GLOB", help="keep only matching files (rules/REQUEST-9*.conf)")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="leave matching files out")
+    p.add_argument("--plugin", action="append", default=[], metavar="DIR_OR_ARCHIVE", help="a CRS 4 plugin")
+    p.add_argument("--extra", action="append", default=[], metavar="FILE.conf", help="your own rules, loaded last")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bundle_import)
     p = bundle.add_parser("list", help="list stored bundles (* marks the global one)")
@@ -267,6 +438,47 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("ref")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bundle_show)
+    p = bundle.add_parser("keygen", help="write an Ed25519 key pair (PATH mode 600, PATH.pub)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_bundle_keygen)
+    p = bundle.add_parser("sign", help="sign a bundle's manifest")
+    _config_arg(p)
+    p.add_argument("ref")
+    p.add_argument("--key", required=True)
+    p.set_defaults(func=cmd_bundle_sign)
+    p = bundle.add_parser("verify", help="check every file against the manifest, and the signature")
+    _config_arg(p)
+    p.add_argument("ref")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bundle_verify)
+    p = bundle.add_parser("diff", help="rule ids added, removed, changed; setup variables changed")
+    _config_arg(p)
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bundle_diff)
+    p = bundle.add_parser("export", help="a tarball that imports elsewhere to the same digest")
+    _config_arg(p)
+    p.add_argument("ref")
+    p.add_argument("--out")
+    p.set_defaults(func=cmd_bundle_export)
+    p = bundle.add_parser("gc", help="remove bundles no activation history or config pin uses")
+    _config_arg(p)
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=cmd_bundle_gc)
+    p = bundle.add_parser("rollback", help="go back to an earlier activation")
+    _config_arg(p)
+    p.add_argument("--domain")
+    p.add_argument("--steps", type=int, default=1)
+    p.add_argument("--reason", default="")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bundle_rollback)
+    p = bundle.add_parser("history", help="activations of a scope: who, when, why")
+    _config_arg(p)
+    p.add_argument("--domain")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bundle_history)
     p = bundle.add_parser("activate", help="make a bundle the one that runs")
     _config_arg(p)
     p.add_argument("ref")

@@ -309,6 +309,30 @@ class DomainConfig(Strict):
         return self
 
 
+class RulesConfig(Strict):
+    """Rule bundle policy: which signatures are required before a bundle may run."""
+
+    require_signature: bool = False
+    trusted_keys: list[str] = []  # PEM public key files (relative to the config) or base64 raw keys
+
+    @field_validator("trusted_keys")
+    @classmethod
+    def _keys(cls, keys: list[str], info: ValidationInfo) -> list[str]:
+        from rules.signing import BundleSignatureError, load_public_key
+
+        base = (info.context or {}).get("base_dir")
+        out = []
+        for key in keys:
+            path = Path(key) if Path(key).is_absolute() or base is None else Path(base) / key
+            value = str(path) if path.is_file() else key
+            try:
+                load_public_key(value)
+            except BundleSignatureError as exc:
+                raise ValueError(str(exc)) from None
+            out.append(value)
+        return out
+
+
 class LimitsConfig(Strict):
     max_header_size: Size = 32 * 1024
     max_body_size: Size = 0  # 0: no limit
@@ -326,6 +350,7 @@ class Config(Strict):
     unknown_host: UnknownHostConfig = UnknownHostConfig()
     timeouts: Timeouts = Timeouts()
     limits: LimitsConfig = LimitsConfig()
+    rules: RulesConfig = RulesConfig()
     domains: list[DomainConfig] = Field(min_length=1)
 
     @field_validator("trusted_proxies", mode="before")

@@ -58,8 +58,40 @@ class Activations:
         return entry
 
     def active(self, scope: str = GLOBAL) -> Activation | None:
+        """The scope's current bundle; None when it has none (a domain then inherits the global one)."""
         history = self._read().get(scope) or []
-        return Activation(**history[-1]) if history else None
+        if not history or not history[-1]["digest"]:
+            return None
+        return Activation(**history[-1])
+
+    def rollback(self, scope: str = GLOBAL, steps: int = 1, reason: str = "", by: str | None = None) -> Activation:
+        """Make the activation ``steps`` back current again, as a new history entry (history is
+        never rewritten). Rolling a domain back past its first pin returns it to the global bundle."""
+        if steps < 1:
+            raise ValueError("steps must be at least 1")
+        with self._locked() as data:
+            history = data.get(scope) or []
+            if not history:
+                raise LookupError(f"{scope}: no activation to roll back")
+            index = len(history) - 1 - steps
+            if index < 0 and scope == GLOBAL:
+                raise LookupError(f"{scope}: only {len(history)} activation(s) in the history")
+            target = history[index] if index >= 0 else {"digest": "", "ref": "(global)"}
+            entry = Activation(
+                digest=target["digest"], ref=target["ref"], by=by or _who(),
+                reason=reason or f"rollback {steps} step(s)",
+                at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            )
+            history.append(asdict(entry))
+            data[scope] = history
+        return entry
+
+    def scopes(self) -> list[str]:
+        return sorted(self._read())
+
+    def referenced(self) -> set[str]:
+        """Every digest any scope's history mentions (gc keeps these)."""
+        return {e["digest"] for entries in self._read().values() for e in entries if e["digest"]}
 
     def history(self, scope: str = GLOBAL) -> list[Activation]:
         return [Activation(**e) for e in self._read().get(scope) or []]

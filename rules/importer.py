@@ -12,12 +12,15 @@ Normalised paths: ``crs-setup.conf`` and ``rules/<file>``; ``.conf`` files load 
 """
 from __future__ import annotations
 
+import fnmatch
 import glob
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .archive import download, is_archive, unpack
 from .errors import BundleSourceError
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
@@ -52,11 +55,31 @@ class Collected:
         self.files[rel] = data
 
     def finish(self) -> Collected:
+        """Load order as CRS 4 defines it: setup, plugin config, plugin before-rules, the rules,
+        plugin after-rules, then the operator's extra files."""
         setup = ["crs-setup.conf"] if "crs-setup.conf" in self.files else []
-        rules = sorted(p for p in self.files if p.startswith("rules/") and p.endswith(".conf"))
-        self.load_order = setup + rules
-        if not self.load_order:
+        confs = sorted(p for p in self.files if p.endswith(".conf"))
+        plugins = [p for p in confs if p.startswith("plugins/")]
+        order = (
+            setup
+            + [p for p in plugins if p.endswith("-config.conf")]
+            + [p for p in plugins if p.endswith("-before.conf")]
+            + [p for p in confs if p.startswith("rules/")]
+            + [p for p in plugins if p.endswith("-after.conf")]
+            + [p for p in confs if p.startswith("extra/")]
+        )
+        self.load_order = order
+        if not [p for p in order if p != "crs-setup.conf"]:
             raise BundleSourceError("no .conf rule files found")
+        return self
+
+    def filter(self, include: list[str], exclude: list[str]) -> Collected:
+        """Keep files matching any ``include`` glob (all when none) and no ``exclude`` glob."""
+        for rel in list(self.files):
+            if (include and not any(fnmatch.fnmatch(rel, g) for g in include)) or any(
+                    fnmatch.fnmatch(rel, g) for g in exclude):
+                del self.files[rel]
+                self.excluded[rel] = "left out by --include/--exclude"
         return self
 
     def version(self) -> str | None:
@@ -66,10 +89,62 @@ class Collected:
         return found.most_common(1)[0][0] if found else None
 
 
-def collect_directory(source: Path) -> Collected:
+def collect(
+    source: str, workdir: Path, *, sha256: str | None = None, include: list[str] | None = None,
+    exclude: list[str] | None = None, plugins: list[str] | None = None, extras: list[str] | None = None,
+) -> tuple[Collected, list[str]]:
+    """Collect a bundle from a directory, an archive or a pinned https:// URL, with plugins and the
+    operator's extra rule files; return it with the plugin names. ``workdir`` is scratch space."""
+    root = _materialise(source, workdir / "source", sha256)
+    out = collect_directory(root, finish=False)
+    plugin_names = []
+    for i, plugin in enumerate(plugins or []):
+        plugin_root = _materialise(plugin, workdir / f"plugin{i}", None)
+        found = sorted(plugin_root.rglob("*.conf")) + sorted(plugin_root.rglob("*.data"))
+        if not any(p.name.endswith(("-config.conf", "-before.conf", "-after.conf")) for p in found):
+            raise BundleSourceError(f"{plugin}: no CRS plugin files (*-config.conf, *-before.conf, *-after.conf)")
+        for path in found:
+            out.add(f"plugins/{path.name}", path)
+        plugin_names.append(plugin_root.name)
+    for extra in extras or []:
+        path = Path(extra)
+        if not path.is_file() or path.suffix != ".conf":
+            raise BundleSourceError(f"{extra}: --extra takes a .conf file")
+        out.add(f"extra/{path.name}", path)
+    out.filter(include or [], exclude or [])
+    return out.finish(), plugin_names
+
+
+def _materialise(source: str, scratch: Path, sha256: str | None) -> Path:
+    if source.startswith(("https://", "http://")):
+        scratch.mkdir(parents=True)
+        source = str(download(source, sha256, scratch))
+        scratch = scratch / "unpacked"
+    path = Path(source)
+    if is_archive(path):
+        scratch.mkdir(parents=True, exist_ok=True)
+        return unpack(path, scratch)
+    if path.is_dir():
+        return path
+    raise BundleSourceError(f"{source}: not a directory, a .tar.gz/.tgz/.tar/.zip archive or an https:// URL")
+
+
+def collect_directory(source: Path, finish: bool = True) -> Collected:
     if not source.is_dir():
         raise BundleSourceError(f"{source}: not a directory")
     out = Collected()
+    exported = source / "manifest.json"
+    if exported.is_file():  # a bundle made by `edgeward bundle export`: take its files as they are
+        try:
+            files = json.loads(exported.read_text())["files"]
+        except (ValueError, KeyError) as exc:
+            raise BundleSourceError(f"{exported}: not a bundle manifest") from exc
+        for rel in files:
+            path = (source / rel).resolve()
+            if not path.is_relative_to(source.resolve()):
+                raise BundleSourceError(f"{exported}: {rel} points outside the bundle")
+            out.files[rel] = path.read_bytes()
+        return out.finish() if finish else out
     load = source / "owasp-crs.load"
     if load.is_file():
         for optional, pattern in _INCLUDE.findall(load.read_text()):
@@ -82,7 +157,7 @@ def collect_directory(source: Path) -> Collected:
                 out.add(rel, path)
                 for data in path.parent.glob("*.data"):
                     out.add(f"rules/{data.name}", data)
-        return out.finish()
+        return out.finish() if finish else out
     rules_dir = source / "rules" if (source / "rules").is_dir() else source
     for setup in ("crs-setup.conf", "crs-setup.conf.example"):
         if (source / setup).is_file():
@@ -91,4 +166,4 @@ def collect_directory(source: Path) -> Collected:
     for path in sorted(rules_dir.iterdir()):
         if path.is_file() and path.suffix in (".conf", ".data") and not path.name.startswith("crs-setup.conf"):
             out.add(f"rules/{path.name}", path)
-    return out.finish()
+    return out.finish() if finish else out

@@ -23,7 +23,10 @@ class BundleStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def add(self, collected: Collected, name: str, version: str, source: str, preflight: Preflight) -> tuple[Manifest, bool]:
+    def add(
+        self, collected: Collected, name: str, version: str, source: str, preflight: Preflight,
+        plugins: list[str] | None = None,
+    ) -> tuple[Manifest, bool]:
         """Store the bundle unless identical content is there; return (manifest, whether it is new)."""
         hashes = {path: file_sha256(data) for path, data in collected.files.items()}
         digest = content_digest(hashes)
@@ -45,7 +48,7 @@ class BundleStore:
                 name=name, version=version, digest=digest, files=hashes, load_order=collected.load_order,
                 rule_count=len(ids), rule_ids=ids, engine=engine, source=source,
                 created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                excluded=collected.excluded,
+                excluded=collected.excluded, plugins=plugins or [],
             )
             (tmp / "manifest.json").write_text(manifest.to_json())
             os.chmod(tmp, 0o755)

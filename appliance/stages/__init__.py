@@ -32,7 +32,7 @@ def build_stages(config: Config, domain: DomainConfig, route: RouteConfig) -> tu
     waf = merged(domain.waf, route.waf)
     if waf.mode != "off":
         try:
-            manifest, path = resolve_for_domain(config.state_dir, waf.bundle, domain.hosts[0])
+            manifest, path = resolve_for_domain(config.state_dir, waf.bundle, domain.hosts[0], config.rules)
             compiled = RULE_SETS.get(manifest.digest, path, manifest.load_order, policy_of(waf))
         except (BundleError, WafCompileError) as exc:
             raise StageConfigError("waf", str(exc)) from exc
