@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .config import parse_listen
+from .admin_bundles import bundle_routes
 from .configfile import load_config
 from .errors import ConfigError
 from .metrics import SnapshotCollector
@@ -97,5 +98,6 @@ def create_admin() -> ASGIApp:
         Route("/metrics", metrics),
         Route("/api/reload", reload, methods=["POST"]),
         Route("/api/config/check", check),
+        *bundle_routes(config),
     ])
     return BearerTokenMiddleware(app, os.environ.get(config.admin.token_env))

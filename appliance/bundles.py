@@ -7,11 +7,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from rules.activation import GLOBAL, Activations
+from rules.activation import GLOBAL, Activation, Activations
 from rules.errors import BundleError
 from rules.importer import collect
 from rules.manifest import Manifest
-from rules.signing import load_public_key, verify_signature
+from rules.signing import Signature, load_public_key, verify_signature
 from rules.store import BundleStore
 from waf.compiler import compile_rules, engine_version
 from waf.errors import WafCompileError
@@ -98,3 +98,18 @@ def resolve_for_domain(
     manifest = store.resolve(ref)
     check_bundle(state_dir, manifest, rules or RulesConfig())
     return manifest, store.path(manifest)
+
+
+def activate_bundle(config_state: Path, rules: RulesConfig, ref: str, scope: str, reason: str, by: str | None = None) -> tuple[Manifest, Activation]:
+    """Verify (files and signature) and record the activation; workers switch within a second."""
+    store = store_for(config_state)
+    manifest = store.resolve(ref)
+    check_bundle(config_state, manifest, rules)
+    return manifest, activations_for(config_state).activate(manifest.digest, manifest.ref, scope, reason, by)
+
+
+def verify_bundle(state_dir: Path, rules: RulesConfig, ref: str) -> tuple[Manifest, Signature | None]:
+    store = store_for(state_dir)
+    manifest = store.resolve(ref)
+    store.verify(manifest)
+    return manifest, verify_signature(store.path(manifest), trusted_keys(rules), rules.require_signature)

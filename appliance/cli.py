@@ -152,18 +152,14 @@ def cmd_bundle_activate(args: argparse.Namespace) -> int:
     from rules.activation import GLOBAL
     from rules.errors import BundleError
 
-    from .bundles import activations_for, check_bundle, store_for
+    from .bundles import activate_bundle
 
     config = _config(args)
-    state = config.state_dir
-    store = store_for(state)
     try:
-        m = store.resolve(args.ref)
-        check_bundle(state, m, config.rules)
+        m, entry = activate_bundle(config.state_dir, config.rules, args.ref, args.domain or GLOBAL, args.reason)
     except BundleError as exc:
         print(f"activation refused: {exc}", file=sys.stderr)
         return 1
-    entry = activations_for(state).activate(m.digest, m.ref, args.domain or GLOBAL, args.reason)
     _print(args, {"ref": m.ref, "digest": m.digest, "scope": args.domain or GLOBAL, "at": entry.at},
            f"{m.ref} ({m.digest[:12]}) active for {args.domain or 'all domains'}; workers switch within a second")
     return 0
@@ -201,16 +197,12 @@ def cmd_bundle_sign(args: argparse.Namespace) -> int:
 
 def cmd_bundle_verify(args: argparse.Namespace) -> int:
     from rules.errors import BundleError
-    from rules.signing import verify_signature
 
-    from .bundles import store_for, trusted_keys
+    from .bundles import verify_bundle
 
     config = _config(args)
-    store = store_for(config.state_dir)
     try:
-        m = store.resolve(args.ref)
-        store.verify(m)
-        signature = verify_signature(store.path(m), trusted_keys(config.rules), config.rules.require_signature)
+        m, signature = verify_bundle(config.state_dir, config.rules, args.ref)
     except BundleError as exc:
         _print(args, {"ref": args.ref, "ok": False, "problem": str(exc)}, f"FAILED: {exc}")
         return 1

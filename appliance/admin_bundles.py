@@ -1,0 +1,115 @@
+"""Admin API for rule bundles (JSON, behind the admin token): the same operations as
+``edgeward bundle ...``, for scripts and the console."""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from rules.activation import GLOBAL
+from rules.diff import diff
+from rules.errors import BundleError, BundleNotFound
+
+from .bundles import activate_bundle, activations_for, import_bundle, store_for, verify_bundle
+from .config import Config
+
+
+def _error(exc: Exception) -> JSONResponse:
+    status = 404 if isinstance(exc, BundleNotFound) else 422
+    return JSONResponse({"error": str(exc)}, status_code=status)
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def bundle_routes(config: Config) -> list[Route]:
+    state = config.state_dir
+
+    async def listing(request: Request) -> Response:
+        active = activations_for(state).active()
+        return JSONResponse([
+            {"ref": m.ref, "digest": m.digest, "rule_count": m.rule_count, "created": m.created,
+             "active": bool(active and active.digest == m.digest)}
+            for m in store_for(state).manifests()
+        ])
+
+    async def show(request: Request) -> Response:
+        try:
+            return JSONResponse(asdict(store_for(state).resolve(request.path_params["ref"])))
+        except BundleError as exc:
+            return _error(exc)
+
+    async def do_import(request: Request) -> Response:
+        body = await _body(request)
+        if not isinstance(body.get("source"), str):
+            return JSONResponse({"error": "source (a path, archive or https:// URL) is required"}, status_code=400)
+        try:
+            result = await asyncio.to_thread(
+                import_bundle, state, body["source"], body.get("name"), body.get("version"),
+                sha256=body.get("sha256"), include=body.get("include") or [], exclude=body.get("exclude") or [])
+        except BundleError as exc:
+            return _error(exc)
+        m = result.manifest
+        return JSONResponse({"ref": m.ref, "digest": m.digest, "new": result.new, "excluded": result.excluded},
+                            status_code=201 if result.new else 200)
+
+    async def activate(request: Request) -> Response:
+        body = await _body(request)
+        try:
+            m, entry = await asyncio.to_thread(
+                activate_bundle, state, config.rules, request.path_params["ref"], body.get("domain") or GLOBAL,
+                str(body.get("reason") or ""), "admin-api")
+        except BundleError as exc:
+            return _error(exc)
+        return JSONResponse({"ref": m.ref, "digest": m.digest, "scope": body.get("domain") or GLOBAL, "at": entry.at})
+
+    async def rollback(request: Request) -> Response:
+        body = await _body(request)
+        try:
+            entry = activations_for(state).rollback(body.get("domain") or GLOBAL, int(body.get("steps") or 1),
+                                                    str(body.get("reason") or ""), "admin-api")
+        except (LookupError, ValueError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=422)
+        return JSONResponse(asdict(entry))
+
+    async def history(request: Request) -> Response:
+        scope = request.query_params.get("domain") or GLOBAL
+        return JSONResponse([asdict(e) for e in activations_for(state).history(scope)])
+
+    async def verify(request: Request) -> Response:
+        try:
+            m, signature = await asyncio.to_thread(verify_bundle, state, config.rules, request.path_params["ref"])
+        except BundleNotFound as exc:
+            return _error(exc)
+        except BundleError as exc:
+            return JSONResponse({"ok": False, "problem": str(exc)}, status_code=409)
+        return JSONResponse({"ok": True, "ref": m.ref, "digest": m.digest,
+                             "key_id": signature.key_id if signature else None})
+
+    async def compare(request: Request) -> Response:
+        store = store_for(state)
+        try:
+            a, b = store.resolve(request.path_params["a"]), store.resolve(request.path_params["b"])
+        except BundleError as exc:
+            return _error(exc)
+        return JSONResponse({"a": a.ref, "b": b.ref, **asdict(diff(store.path(a), a, store.path(b), b))})
+
+    return [
+        Route("/api/bundles", listing),
+        Route("/api/bundles/import", do_import, methods=["POST"]),
+        Route("/api/bundles/rollback", rollback, methods=["POST"]),
+        Route("/api/bundles/history", history),
+        Route("/api/bundles/{ref}", show),
+        Route("/api/bundles/{ref}/activate", activate, methods=["POST"]),
+        Route("/api/bundles/{ref}/verify", verify),
+        Route("/api/bundles/{a}/diff/{b}", compare),
+    ]
