@@ -14,8 +14,17 @@ from rules.activation import GLOBAL
 from rules.diff import diff
 from rules.errors import BundleError, BundleNotFound
 
-from .bundles import activate_bundle, activations_for, import_bundle, store_for, verify_bundle
+from .bundles import (
+    activate_bundle,
+    activations_for,
+    canary_scope,
+    import_bundle,
+    promote_canary,
+    store_for,
+    verify_bundle,
+)
 from .config import Config
+from .stages.canary import report
 
 
 def _error(exc: Exception) -> JSONResponse:
@@ -64,13 +73,27 @@ def bundle_routes(config: Config) -> list[Route]:
 
     async def activate(request: Request) -> Response:
         body = await _body(request)
+        scope = body.get("domain") or GLOBAL
         try:
             m, entry = await asyncio.to_thread(
-                activate_bundle, state, config.rules, request.path_params["ref"], body.get("domain") or GLOBAL,
-                str(body.get("reason") or ""), "admin-api")
+                activate_bundle, state, config.rules, request.path_params["ref"],
+                canary_scope(scope) if body.get("canary") else scope, str(body.get("reason") or ""), "admin-api")
         except BundleError as exc:
             return _error(exc)
-        return JSONResponse({"ref": m.ref, "digest": m.digest, "scope": body.get("domain") or GLOBAL, "at": entry.at})
+        return JSONResponse({"ref": m.ref, "digest": m.digest, "scope": scope, "canary": bool(body.get("canary")),
+                             "at": entry.at})
+
+    async def canary_report(request: Request) -> Response:
+        return JSONResponse(await asyncio.to_thread(report, state / "run" / "canary"))
+
+    async def promote(request: Request) -> Response:
+        body = await _body(request)
+        try:
+            m = await asyncio.to_thread(promote_canary, state, config.rules, body.get("domain") or GLOBAL,
+                                        str(body.get("reason") or ""), "admin-api")
+        except BundleError as exc:
+            return _error(exc)
+        return JSONResponse({"ref": m.ref, "digest": m.digest})
 
     async def rollback(request: Request) -> Response:
         body = await _body(request)
@@ -108,6 +131,8 @@ def bundle_routes(config: Config) -> list[Route]:
         Route("/api/bundles/import", do_import, methods=["POST"]),
         Route("/api/bundles/rollback", rollback, methods=["POST"]),
         Route("/api/bundles/history", history),
+        Route("/api/bundles/canary-report", canary_report),
+        Route("/api/bundles/promote", promote, methods=["POST"]),
         Route("/api/bundles/{ref}", show),
         Route("/api/bundles/{ref}/activate", activate, methods=["POST"]),
         Route("/api/bundles/{ref}/verify", verify),

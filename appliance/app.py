@@ -23,6 +23,7 @@ from .reloader import ConfigWatcher
 from .responses import send_local
 from .routing import normalise_host, valid_host
 from .runtime import Runtime, compile_runtime
+from .stages.canary import STATS as CANARY_STATS
 from .h1client import H1Transport
 from .transport import Transport, WebSocketConnector
 from .types import Receive, Scope, Send
@@ -97,11 +98,13 @@ class EdgewardApp:
         self._dump_metrics()
 
     def _dump_metrics(self) -> None:
-        if self.metrics_dir is not None:
-            try:
+        try:
+            if self.metrics_dir is not None:
                 self.metrics.dump(self.metrics_dir)
-            except OSError as exc:
-                log.warning("cannot write metrics snapshot: %s", exc)
+            if self.runtime is not None:
+                CANARY_STATS.dump(self.runtime.config.state_dir / "run" / "canary")
+        except OSError as exc:
+            log.warning("cannot write metrics snapshot: %s", exc)
 
     async def _stall_watchdog(self) -> None:
         """Exit the worker if its event loop stops turning (a pathological request inside the WAF

@@ -113,3 +113,33 @@ def verify_bundle(state_dir: Path, rules: RulesConfig, ref: str) -> tuple[Manife
     manifest = store.resolve(ref)
     store.verify(manifest)
     return manifest, verify_signature(store.path(manifest), trusted_keys(rules), rules.require_signature)
+
+
+def canary_scope(scope: str) -> str:
+    return f"canary@{scope}"
+
+
+def canary_for(state_dir: Path, domain: str, pinned: str | None) -> tuple[Manifest, Path, str] | None:
+    """The candidate bundle a domain runs beside its enforcing one: the domain's canary, else the
+    global canary when the domain follows the global bundle (no pin, no activation of its own)."""
+    activations = activations_for(state_dir)
+    entry = activations.active(canary_scope(domain))
+    scope = domain
+    if entry is None and pinned is None and activations.active(domain) is None:
+        entry, scope = activations.active(canary_scope(GLOBAL)), GLOBAL
+    if entry is None:
+        return None
+    store = store_for(state_dir)
+    manifest = store.resolve(entry.digest)
+    return manifest, store.path(manifest), scope
+
+
+def promote_canary(state_dir: Path, rules: RulesConfig, scope: str, reason: str, by: str | None = None) -> Manifest:
+    """Make the scope's canary enforce, and end the canary."""
+    activations = activations_for(state_dir)
+    entry = activations.active(canary_scope(scope))
+    if entry is None:
+        raise BundleError(f"{scope}: no canary to promote")
+    manifest, _ = activate_bundle(state_dir, rules, entry.digest, scope, reason or "promote canary", by)
+    activations.activate("", "(none)", canary_scope(scope), "promoted", by)
+    return manifest

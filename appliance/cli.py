@@ -152,16 +152,54 @@ def cmd_bundle_activate(args: argparse.Namespace) -> int:
     from rules.activation import GLOBAL
     from rules.errors import BundleError
 
-    from .bundles import activate_bundle
+    from .bundles import activate_bundle, canary_scope
 
     config = _config(args)
+    scope = args.domain or GLOBAL
     try:
-        m, entry = activate_bundle(config.state_dir, config.rules, args.ref, args.domain or GLOBAL, args.reason)
+        m, entry = activate_bundle(config.state_dir, config.rules, args.ref,
+                                   canary_scope(scope) if args.canary else scope, args.reason)
     except BundleError as exc:
         print(f"activation refused: {exc}", file=sys.stderr)
         return 1
-    _print(args, {"ref": m.ref, "digest": m.digest, "scope": args.domain or GLOBAL, "at": entry.at},
-           f"{m.ref} ({m.digest[:12]}) active for {args.domain or 'all domains'}; workers switch within a second")
+    what = "runs as a detection-only canary" if args.canary else "is active"
+    _print(args, {"ref": m.ref, "digest": m.digest, "scope": scope, "canary": args.canary, "at": entry.at},
+           f"{m.ref} ({m.digest[:12]}) {what} for {args.domain or 'all domains'}; workers switch within a second")
+    return 0
+
+
+def cmd_bundle_canary_report(args: argparse.Namespace) -> int:
+    from .stages.canary import report
+
+    entries = report(_state_dir(args) / "run" / "canary")
+    if args.json:
+        print(json.dumps(entries, sort_keys=True))
+        return 0
+    if not entries:
+        print("no canary has seen traffic yet")
+    for e in entries:
+        print(f"canary {e['candidate']} ({e['candidate_digest'][:12]}) beside {e['current']} for {e['scope']}: "
+              f"{e['requests']} requests, candidate alone would block {e['candidate_only_blocks']}, "
+              f"current alone blocks {e['current_only_blocks']}, extra cost {e['extra_cost_percent']}% of WAF time")
+        for rid, r in sorted(e["rules"].items(), key=lambda kv: -(kv[1]["candidate_blocks"] + kv[1]["current_blocks"])):
+            print(f"  rule {rid}: candidate blocks {r['candidate_blocks']}, current blocks {r['current_blocks']}; "
+                  f"samples {', '.join(r['samples'])}")
+    return 0
+
+
+def cmd_bundle_promote(args: argparse.Namespace) -> int:
+    from rules.activation import GLOBAL
+    from rules.errors import BundleError
+
+    from .bundles import promote_canary
+
+    config = _config(args)
+    try:
+        m = promote_canary(config.state_dir, config.rules, args.domain or GLOBAL, args.reason)
+    except BundleError as exc:
+        print(f"promote refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"{m.ref} ({m.digest[:12]}) now enforces for {args.domain or 'all domains'}; the canary has ended")
     return 0
 
 
@@ -471,9 +509,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--domain")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bundle_history)
-    p = bundle.add_parser("activate", help="make a bundle the one that runs")
+    p = bundle.add_parser("canary-report", help="where the canary and the enforcing bundle disagree, per rule")
+    _config_arg(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bundle_canary_report)
+    p = bundle.add_parser("promote", help="make the canary enforce")
+    _config_arg(p)
+    p.add_argument("--domain")
+    p.add_argument("--reason", default="")
+    p.set_defaults(func=cmd_bundle_promote)
+    p = bundle.add_parser("activate", help="make a bundle the one that runs (or a canary beside it)")
     _config_arg(p)
     p.add_argument("ref")
+    p.add_argument("--canary", action="store_true", help="run it in detection-only beside the enforcing bundle")
     p.add_argument("--domain", help="only for this domain (default: all domains)")
     p.add_argument("--reason", default="")
     p.add_argument("--json", action="store_true")

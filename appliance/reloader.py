@@ -67,7 +67,11 @@ class ConfigWatcher:
             if sig == last:
                 continue
             last = sig
-            await self.reload()
+            try:
+                await self.reload()
+            except Exception:  # a bug must not stop the watcher: keep serving, keep watching
+                self.count("refused")
+                log.exception("config reload failed, still serving the previous config")
 
     async def reload(self) -> bool:
         """Load, validate and compile off the event loop; swap only if all of it worked."""

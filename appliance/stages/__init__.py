@@ -6,13 +6,16 @@ process-wide cache keyed by (bundle digest, policy).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rules.errors import BundleError
 from waf.compiler import RuleSetCache
 from waf.errors import WafCompileError
 
-from ..bundles import resolve_for_domain
+from ..bundles import canary_for, check_bundle, resolve_for_domain
 from ..config import Config, DomainConfig, RouteConfig
 from ..pipeline import Stage
+from .canary import Canary
 from .waf import WafStage, merged, policy_of
 
 RULE_SETS = RuleSetCache()
@@ -33,8 +36,16 @@ def build_stages(config: Config, domain: DomainConfig, route: RouteConfig) -> tu
     if waf.mode != "off":
         try:
             manifest, path = resolve_for_domain(config.state_dir, waf.bundle, domain.hosts[0], config.rules)
-            compiled = RULE_SETS.get(manifest.digest, path, manifest.load_order, policy_of(waf))
+            policy = policy_of(waf)
+            compiled = RULE_SETS.get(manifest.digest, path, manifest.load_order, policy)
+            canary = None
+            found = canary_for(config.state_dir, domain.hosts[0], waf.bundle)
+            if found is not None and found[0].digest != manifest.digest:
+                cand, cand_path, scope = found
+                check_bundle(config.state_dir, cand, config.rules)
+                shadow = RULE_SETS.get(cand.digest, cand_path, cand.load_order, replace(policy, mode="block"))
+                canary = Canary(shadow, scope, cand.ref, cand.digest, manifest.ref)
         except (BundleError, WafCompileError) as exc:
             raise StageConfigError("waf", str(exc)) from exc
-        stages.append(WafStage(compiled, f"{manifest.ref}#{manifest.digest[:12]}", manifest.digest))
+        stages.append(WafStage(compiled, f"{manifest.ref}#{manifest.digest[:12]}", manifest.digest, canary))
     return tuple(stages)

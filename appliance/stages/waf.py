@@ -7,6 +7,7 @@ own limits (PCRE match limits, body, argument and JSON depth limits) set by the 
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from waf.compiler import CompiledRules
@@ -16,6 +17,7 @@ from waf.policy import Exclusion, Policy
 from ..body import ClientGone, declared_body, read_body
 from ..config import WafConfig
 from ..pipeline import RequestContext, Verdict
+from .canary import Canary
 
 _BODY_ERRORS = {200002, 200003, 200004, 200005, 200007}
 
@@ -72,13 +74,26 @@ class _RequestView:
 class WafStage:
     name = "waf"
 
-    def __init__(self, compiled: CompiledRules, bundle: str, bundle_digest: str) -> None:
+    def __init__(self, compiled: CompiledRules, bundle: str, bundle_digest: str, canary: Canary | None = None) -> None:
         self.compiled = compiled
         self.policy = compiled.policy
         self.bundle = bundle
         self.bundle_digest = bundle_digest
+        self.canary = canary
 
     async def __call__(self, ctx: RequestContext) -> Verdict | None:
+        if self.canary is None:
+            return await self._inspect(ctx)
+        started = time.perf_counter()
+        verdict = await self._inspect(ctx)
+        elapsed = time.perf_counter() - started
+        if verdict is None or verdict.status != 413:
+            body = ctx.body[: self.policy.body_limit]
+            current = ctx.annotations.get("waf_outcome")
+            self.canary.evaluate(ctx, _RequestView(ctx), body, current, verdict is not None or ctx.would_block, elapsed)
+        return verdict
+
+    async def _inspect(self, ctx: RequestContext) -> Verdict | None:
         policy = self.policy
         inspection = Inspection(self.compiled, _RequestView(ctx), ctx.request_id)
         decision = inspection.request_headers()
@@ -107,6 +122,8 @@ class WafStage:
     def conclude(self, ctx: RequestContext, inspection: Inspection, decision: Decision | None) -> Verdict | None:
         outcome = inspection.finish()
         ctx.annotations["waf"] = self._details(outcome)
+        if self.canary is not None:
+            ctx.annotations["waf_outcome"] = outcome
         if decision is not None and decision.block:
             return Verdict(decision.status, _reason(decision, outcome), details=ctx.annotations["waf"])
         if self.policy.mode == "detect" and _would_block(outcome, self.policy):

@@ -90,3 +90,33 @@ def test_admin_api_activation(app: Appliance) -> None:
     until(lambda: evil(app) == 200)
     assert [h["by"] for h in httpx.get(api + "/history", headers=auth).json()][-2:] == ["admin-api", "admin-api"]
     assert httpx.get(api + "/nope@1", headers=auth).status_code == 404
+
+
+def test_canary_reports_disagreements_then_promotes(app: Appliance) -> None:
+    import json
+
+    bundle_cli(app, "activate", "local@2", "--canary", "--reason", "try strict")
+    time.sleep(1.0)  # workers pick up the canary
+    ids = []
+    for _ in range(6):
+        resp = httpx.get(app.url + "/?x=evil", headers={"Host": "app.example.test"})
+        assert resp.status_code == 200  # the canary never enforces
+        ids.append(resp.headers["x-request-id"])
+    assert httpx.get(app.url + "/?x=fine", headers={"Host": "app.example.test"}).status_code == 200
+
+    def report() -> list[dict[str, object]]:
+        out = subprocess.run([EDGEWARD, "bundle", "canary-report", "-c", str(app.config), "--json"],
+                             capture_output=True, text=True)
+        return json.loads(out.stdout)
+
+    until(lambda: any(e["candidate_only_blocks"] >= 6 for e in report()), limit=3)
+    entry = next(e for e in report() if e["scope"] == "global")
+    assert entry["candidate"] == "local@2" and entry["current"] == "local@1"
+    assert entry["current_only_blocks"] == 0 and entry["requests"] >= 7
+    rule = entry["rules"]["1001"]  # type: ignore[index]
+    assert rule["candidate_blocks"] >= 6 and set(rule["samples"]) <= set(ids) and rule["samples"]
+    assert entry["extra_cost_percent"] is not None
+    text = subprocess.run([EDGEWARD, "bundle", "canary-report", "-c", str(app.config)], capture_output=True, text=True).stdout
+    assert "rule 1001: candidate blocks" in text and "extra cost" in text
+    bundle_cli(app, "promote", "--reason", "looks right")
+    until(lambda: evil(app) == 403)
