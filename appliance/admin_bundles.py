@@ -18,6 +18,8 @@ from .bundles import (
     activate_bundle,
     activations_for,
     canary_scope,
+    collect_garbage,
+    export_bundle,
     import_bundle,
     promote_canary,
     store_for,
@@ -126,8 +128,29 @@ def bundle_routes(config: Config) -> list[Route]:
             return _error(exc)
         return JSONResponse({"a": a.ref, "b": b.ref, **asdict(diff(store.path(a), a, store.path(b), b))})
 
+    async def export(request: Request) -> Response:
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                out, m = await asyncio.to_thread(export_bundle, state, request.path_params["ref"], Path(tmp) / "b.tar.gz")
+            except BundleError as exc:
+                return _error(exc)
+            data = out.read_bytes()
+        name = f"{m.name}-{m.version}-{m.digest[:12]}.tar.gz"
+        return Response(data, media_type="application/gzip",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    async def gc(request: Request) -> Response:
+        body = await _body(request)
+        removed = await asyncio.to_thread(collect_garbage, config, bool(body.get("dry_run")))
+        return JSONResponse({"removed": [m.ref for m in removed], "dry_run": bool(body.get("dry_run"))})
+
     return [
         Route("/api/bundles", listing),
+        Route("/api/bundles/gc", gc, methods=["POST"]),
+        Route("/api/bundles/{ref}/export", export),
         Route("/api/bundles/import", do_import, methods=["POST"]),
         Route("/api/bundles/rollback", rollback, methods=["POST"]),
         Route("/api/bundles/history", history),

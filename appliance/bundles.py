@@ -3,6 +3,8 @@ bundle a domain uses, verify it before it is loaded.
 """
 from __future__ import annotations
 
+import shutil
+import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from waf.compiler import compile_rules, engine_version
 from waf.errors import WafCompileError
 from waf.policy import Policy
 
-from .config import RulesConfig
+from .config import Config, RulesConfig
 
 
 @dataclass(frozen=True)
@@ -143,3 +145,35 @@ def promote_canary(state_dir: Path, rules: RulesConfig, scope: str, reason: str,
     manifest, _ = activate_bundle(state_dir, rules, entry.digest, scope, reason or "promote canary", by)
     activations.activate("", "(none)", canary_scope(scope), "promoted", by)
     return manifest
+
+
+def export_bundle(state_dir: Path, ref: str, out: Path | None = None) -> tuple[Path, Manifest]:
+    """A tarball of the manifest, the files and the signature, which imports to the same digest."""
+    store = store_for(state_dir)
+    manifest = store.resolve(ref)
+    store.verify(manifest)
+    out = out or Path(f"{manifest.name}-{manifest.version}-{manifest.digest[:12]}.tar.gz")
+    base = store.path(manifest)
+    top = f"{manifest.name}-{manifest.version}"
+    names = ["manifest.json", *sorted(manifest.files)] + (["signature.json"] if (base / "signature.json").exists() else [])
+    with tarfile.open(out, "w:gz") as tar:
+        for rel in names:
+            tar.add(base / rel, arcname=f"{top}/{rel}", recursive=False)
+    return out, manifest
+
+
+def collect_garbage(config: Config, dry_run: bool = False) -> list[Manifest]:
+    """Remove bundles that no activation history (any scope, canaries included) and no config pin uses."""
+    store = store_for(config.state_dir)
+    keep = activations_for(config.state_dir).referenced()
+    pins = {d.waf.bundle for d in config.domains} | {r.waf.bundle for d in config.domains for r in d.routes if r.waf}
+    for ref in pins - {None}:
+        try:
+            keep.add(store.resolve(str(ref)).digest)
+        except BundleError:
+            pass  # a pin that resolves to nothing keeps nothing
+    removed = [m for m in store.manifests() if m.digest not in keep]
+    if not dry_run:
+        for m in removed:
+            shutil.rmtree(store.path(m))
+    return removed

@@ -281,54 +281,29 @@ def cmd_bundle_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle_export(args: argparse.Namespace) -> int:
-    import tarfile
-
     from rules.errors import BundleError
 
-    from .bundles import store_for
+    from .bundles import export_bundle
 
-    store = store_for(_state_dir(args))
     try:
-        m = store.resolve(args.ref)
-        store.verify(m)
+        out, m = export_bundle(_state_dir(args), args.ref, Path(args.out) if args.out else None)
     except BundleError as exc:
         print(exc, file=sys.stderr)
         return 1
-    out = Path(args.out or f"{m.name}-{m.version}-{m.digest[:12]}.tar.gz")
-    base = store.path(m)
-    top = f"{m.name}-{m.version}"
-    with tarfile.open(out, "w:gz") as tar:
-        for rel in ["manifest.json", *sorted(m.files), *(["signature.json"] if (base / "signature.json").exists() else [])]:
-            tar.add(base / rel, arcname=f"{top}/{rel}", recursive=False)
     print(f"{out}: {m.ref} {m.digest}")
     return 0
 
 
 def cmd_bundle_gc(args: argparse.Namespace) -> int:
-    import shutil
-
-    from .bundles import activations_for, store_for
+    from .bundles import collect_garbage, store_for
 
     config = _config(args)
-    store = store_for(config.state_dir)
-    keep = activations_for(config.state_dir).referenced()
-    pinned = {d.waf.bundle for d in config.domains if d.waf.bundle} | {
-        r.waf.bundle for d in config.domains for r in d.routes if r.waf and r.waf.bundle}
-    for ref in pinned:
-        try:
-            keep.add(store.resolve(ref).digest)
-        except Exception:  # noqa: BLE001 - an unresolvable pin keeps nothing
-            pass
-    removed = 0
-    for m in store.manifests():
-        if m.digest not in keep:
-            if not args.dry_run:
-                shutil.rmtree(store.path(m))
-            print(f"{'would remove' if args.dry_run else 'removed'} {m.ref} ({m.digest[:12]})")
-            removed += 1
-    print(f"{removed} bundle(s) {'to remove' if args.dry_run else 'removed'}, {len(store.manifests())} kept")
+    removed = collect_garbage(config, dry_run=args.dry_run)
+    for m in removed:
+        print(f"{'would remove' if args.dry_run else 'removed'} {m.ref} ({m.digest[:12]})")
+    print(f"{len(removed)} bundle(s) {'to remove' if args.dry_run else 'removed'}, "
+          f"{len(store_for(config.state_dir).manifests())} kept")
     return 0
-
 
 def cmd_bundle_rollback(args: argparse.Namespace) -> int:
     from rules.activation import GLOBAL

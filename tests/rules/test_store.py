@@ -88,3 +88,27 @@ def test_cli_import_activate_list(tmp_path: Path, crs_dir: Path) -> None:
     assert subprocess.run([EDGEWARD, "check", "-c", str(cfg)], capture_output=True).returncode == 0
     listing = subprocess.run([EDGEWARD, "bundle", "list", "-c", str(cfg), "--json"], capture_output=True, text=True).stdout
     assert '"active": true' in listing and digest in listing
+
+
+def test_concurrent_activations_keep_the_history_consistent(tmp_path: Path) -> None:
+    import json
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_activate_many, args=(str(tmp_path), i)) for i in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    history = json.loads((tmp_path / "activations.json").read_text())["global"]
+    assert len(history) == 6 * 20
+    assert sorted(e["reason"] for e in history) == sorted(f"{i}-{n}" for i in range(6) for n in range(20))
+
+
+def _activate_many(root: str, worker: int) -> None:
+    from rules.activation import Activations
+
+    activations = Activations(Path(root))
+    for n in range(20):
+        activations.activate("d" * 64, "x@1", reason=f"{worker}-{n}")
