@@ -5,6 +5,7 @@ Loopback only: every server here binds 127.0.0.1 and wrk targets 127.0.0.1.
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -104,3 +105,14 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """nginx stops gracefully on SIGQUIT, Edgeward (the last one started) on SIGTERM."""
+    for proc in reversed(procs):
+        proc.send_signal(signal.SIGTERM if proc is procs[-1] else signal.SIGQUIT)
+    for proc in procs:
+        try:
+            proc.wait(40)
+        except subprocess.TimeoutExpired:
+            proc.kill()

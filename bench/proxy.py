@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import EDGEWARD, ORIGIN, free_port, start_nginx, wait_port, wrk  # noqa: E402
+from common import EDGEWARD, ORIGIN, free_port, start_nginx, stop_all, wait_port, wrk  # noqa: E402
 
 PROXY = """upstream origin {{ server 127.0.0.1:{origin}; keepalive 64; }}
 server {{ listen 127.0.0.1:{port}; keepalive_requests 100000;
@@ -63,13 +62,7 @@ def main() -> int:
                 raise SystemExit(f"error responses: nginx {n.non_2xx}, edgeward {e.non_2xx}")
             n_rps, n_p99, e_rps, e_p99 = n.rps, n.p99_ms, e.rps, e.p99_ms
         finally:
-            for proc in reversed(procs):
-                proc.send_signal(signal.SIGTERM if proc is procs[-1] else signal.SIGQUIT)
-            for proc in procs:
-                try:
-                    proc.wait(40)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_all(procs)
     print(f"small GET, {args.connections} connections, {args.duration}s, {args.workers} workers each")
     print(f"{'':10} {'req/s':>10} {'p99 ms':>8}")
     print(f"{'nginx':10} {n_rps:>10.0f} {n_p99:>8.2f}")

@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import EDGEWARD, ORIGIN, descendants, free_port, rss_mib, start_nginx, wait_port, wrk  # noqa: E402
+from common import EDGEWARD, ORIGIN, descendants, free_port, rss_mib, start_nginx, stop_all, wait_port, wrk  # noqa: E402
 
 from appliance.bundles import activations_for, import_bundle  # noqa: E402
 from waf.compiler import engine_settings, policy_action  # noqa: E402
@@ -104,13 +103,7 @@ def main() -> int:
                 results.append((name, n, e))
             rss = rss_mib([p for p in descendants(edge.pid)])
         finally:
-            for proc in reversed(procs):
-                proc.send_signal(signal.SIGTERM if proc is procs[-1] else signal.SIGQUIT)
-            for proc in procs:
-                try:
-                    proc.wait(40)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_all(procs)
     print(f"CRS {bundle.ref}, paranoia 1, blocking; {args.connections} connections, {args.duration}s, "
           f"{args.workers} workers each")
     print(f"{'mix':24} {'nginx req/s':>12} {'p99 ms':>8} {'edgeward req/s':>15} {'p99 ms':>8} {'ratio':>6}")
