@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 from libmodsecurity import Transaction
@@ -59,11 +60,45 @@ class Decision:
     phase: str  # request_headers | request_body | response_headers | response_body
 
 
-@dataclass
+_SCORE_RULES = (949110, 959100, 980130, 980140)
+
+
 class Outcome:
-    decision: Decision | None = None
-    matches: list[Match] = field(default_factory=list)
-    anomaly_score: int = 0
+    """What the engine decided and matched. Reading a match's text fields crosses into the engine
+    for each field, so matches are decoded only when someone (the audit record) asks for them;
+    the verdict path reads rule ids and the anomaly score only."""
+
+    def __init__(self, decision: Decision | None, messages: Sequence[Any]) -> None:
+        self.decision = decision
+        self._messages = messages
+        self.rule_ids = [int(m.rule_id) for m in messages]
+        self.anomaly_score = self._score()
+
+    def _score(self) -> int:
+        score = 0
+        for m, rid in zip(self._messages, self.rule_ids):
+            if rid in _SCORE_RULES:
+                found = _SCORE.search(_field(m, "message")) or _SCORE.search(_field(m, "data"))
+                if found:
+                    score = max(score, int(found.group(1)))
+        if not score:
+            score = sum(_SEVERITY_SCORE.get(int(m.severity), 0)
+                        for m, rid in zip(self._messages, self.rule_ids) if rid < 949000 or rid >= 990000)
+        return score
+
+    @cached_property
+    def matches(self) -> list[Match]:
+        out = []
+        for m, rid in zip(self._messages, self.rule_ids):
+            try:
+                tags = tuple(m.tags)
+            except UnicodeDecodeError:
+                tags = ()
+            out.append(Match(
+                rule_id=rid, message=_field(m, "message"), severity=int(m.severity), data=_field(m, "data"),
+                matched=_field(m, "match"), phase=int(m.phase), tags=tags, disruptive=bool(m.disruptive),
+            ))
+        return out
 
 
 def text(value: bytes) -> str:
@@ -132,25 +167,7 @@ class Inspection:
         unless asked for (the conformance runner reads those log lines)."""
         if logging_phase:
             self._tx.process_logging()
-        matches: list[Match] = []
-        score = 0
-        for m in self._tx.get_rule_messages():
-            message = _field(m, "message")
-            data = _field(m, "data")
-            found = _SCORE.search(message) or _SCORE.search(data)
-            if found:
-                score = max(score, int(found.group(1)))
-            try:
-                tags = tuple(m.tags)
-            except UnicodeDecodeError:
-                tags = ()
-            matches.append(Match(
-                rule_id=int(m.rule_id), message=message, severity=int(m.severity), data=data,
-                matched=_field(m, "match"), phase=int(m.phase), tags=tags, disruptive=bool(m.disruptive),
-            ))
-        if not score:
-            score = sum(_SEVERITY_SCORE.get(m.severity, 0) for m in matches if m.rule_id < 949000 or m.rule_id >= 990000)
-        return Outcome(self.decision, matches, score)
+        return Outcome(self.decision, self._tx.get_rule_messages())
 
 
 # CRS's default anomaly points per severity (crs-setup.conf: critical 5, error 4, warning 3, notice 2)

@@ -77,8 +77,8 @@ class Canary:
         outcome = inspection.finish()
         elapsed = time.perf_counter() - started
         STATS.record(
-            self.key, self.meta, {m.rule_id for m in current.matches} if current else set(), current_block,
-            {m.rule_id for m in outcome.matches}, decision is not None and decision.block,
+            self.key, self.meta, set(current.rule_ids) if current else set(), current_block,
+            set(outcome.rule_ids), decision is not None and decision.block,
             ctx.request_id, t_current, elapsed,
         )
 

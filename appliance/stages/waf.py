@@ -19,7 +19,7 @@ from ..config import WafConfig
 from ..pipeline import RequestContext, Verdict
 from .canary import Canary
 
-_BODY_ERRORS = {200002, 200003, 200004, 200005, 200007}
+_BODY_ERRORS = frozenset({200002, 200003, 200004, 200005, 200007})
 
 
 def merged(domain: WafConfig, route: WafConfig | None) -> WafConfig:
@@ -109,9 +109,8 @@ class WafStage:
                 if len(body) > policy.body_limit:
                     # The engine answers 403 for SecRequestBodyLimitAction Reject; HTTP says 413.
                     if policy.body_limit_action == "reject" and policy.mode == "block":
-                        ctx.annotations["waf"] = {"bundle": self.bundle, "mode": policy.mode, "matches": [],
-                                                  "anomaly_score": 0, "phase": "request_body"}
-                        return Verdict(413, "waf.body_limit", details=ctx.annotations["waf"])
+                        record = ctx.annotations["waf"] = WafRecord(self.bundle, policy.mode, None)
+                        return Verdict(413, "waf.body_limit", details={"waf": record})
                     body = body[: policy.body_limit]
             decision = inspection.request_body(body)
         if policy.inspect_response and decision is None:
@@ -121,25 +120,34 @@ class WafStage:
 
     def conclude(self, ctx: RequestContext, inspection: Inspection, decision: Decision | None) -> Verdict | None:
         outcome = inspection.finish()
-        ctx.annotations["waf"] = self._details(outcome)
-        if self.canary is not None:
-            ctx.annotations["waf_outcome"] = outcome
+        record = WafRecord(self.bundle, self.policy.mode, outcome)
+        ctx.annotations["waf"] = record
         if decision is not None and decision.block:
-            return Verdict(decision.status, _reason(decision, outcome), details=ctx.annotations["waf"])
+            return Verdict(decision.status, _reason(decision, outcome), details={"waf": record})
         if self.policy.mode == "detect" and _would_block(outcome, self.policy):
             ctx.would_block = True
         return None
 
-    def _details(self, outcome: Outcome) -> dict[str, Any]:
+
+class WafRecord:
+    """What the audit record needs of the WAF's work on one request; matches are decoded lazily."""
+
+    __slots__ = ("bundle", "mode", "outcome")
+
+    def __init__(self, bundle: str, mode: str, outcome: Outcome | None) -> None:
+        self.bundle, self.mode, self.outcome = bundle, mode, outcome
+
+    def as_dict(self) -> dict[str, Any]:
+        o = self.outcome
         return {
             "bundle": self.bundle,
-            "mode": self.policy.mode,
-            "anomaly_score": outcome.anomaly_score,
-            "phase": outcome.decision.phase if outcome.decision else None,
+            "mode": self.mode,
+            "anomaly_score": o.anomaly_score if o else 0,
+            "phase": o.decision.phase if o and o.decision else ("request_body" if o is None else None),
             "matches": [
                 {"rule_id": m.rule_id, "message": m.message, "severity": m.severity, "data": m.data,
                  "matched": m.matched, "phase": m.phase, "tags": list(m.tags), "disruptive": m.disruptive}
-                for m in outcome.matches
+                for m in (o.matches if o else [])
             ],
         }
 
@@ -165,12 +173,11 @@ def _reason(decision: Decision, outcome: Outcome) -> str:
         return "waf.body_limit"
     if decision.phase.startswith("response"):
         return "waf.response"
-    if any(m.rule_id in _BODY_ERRORS for m in outcome.matches):
+    if _BODY_ERRORS.intersection(outcome.rule_ids):
         return "waf.body_error"
     return "waf.anomaly"
 
 
 def _would_block(outcome: Outcome, policy: Policy) -> bool:
-    return outcome.anomaly_score >= policy.inbound_threshold or any(
-        m.rule_id in _BODY_ERRORS or m.rule_id in (949110, 959100) for m in outcome.matches
-    )
+    return outcome.anomaly_score >= policy.inbound_threshold or bool(
+        _BODY_ERRORS.intersection(outcome.rule_ids) or {949110, 959100}.intersection(outcome.rule_ids))
