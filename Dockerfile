@@ -4,9 +4,15 @@ FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY appliance ./appliance
+COPY waf ./waf
+COPY rules ./rules
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim-bookworm
+# Debian's OWASP CRS 3.3.4: the default rule bundle (import it once: see deploy/kubernetes.yaml)
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends modsecurity-crs \
+ && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --home-dir /var/lib/edgeward --create-home edgeward \
  && mkdir -p /etc/edgeward \
  && chown edgeward /etc/edgeward
