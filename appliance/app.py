@@ -180,10 +180,11 @@ class EdgewardApp:
                 outcome.status, outcome.verdict = 431, "reject"
             elif not host:
                 outcome.status, outcome.verdict = 400, "reject"
-            elif not valid_host(name := normalise_host(host)):
+            elif (domain := runtime.hosts.exact(name := normalise_host(host))) is None and not valid_host(name):
                 outcome.status, outcome.verdict = 400, "reject"  # a Host no DNS name can have
             else:
-                domain = runtime.hosts.lookup(name)
+                if domain is None:  # exact names are valid by construction; check wildcards only now
+                    domain = runtime.hosts.lookup(name)
                 if domain is None:
                     outcome.status, outcome.verdict = runtime.unknown_host_status, "reject"
                 else:

@@ -40,6 +40,9 @@ class HostTable(Generic[T]):
                 self._exact[pattern] = value
         self._wildcards = sorted(wildcards, key=lambda item: len(item[0]), reverse=True)
 
+    def exact(self, host: str) -> T | None:
+        return self._exact.get(host)
+
     def lookup(self, host: str) -> T | None:
         found = self._exact.get(host)
         if found is not None:

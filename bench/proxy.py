@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import EDGEWARD, ORIGIN, free_port, start_nginx, stop_all, wait_port, wrk  # noqa: E402
+from common import EDGEWARD, ORIGIN, WrkResult, free_port, start_nginx, stop_all, wait_port, wrk  # noqa: E402
 
 PROXY = """upstream origin {{ server 127.0.0.1:{origin}; keepalive 64; }}
 server {{ listen 127.0.0.1:{port}; keepalive_requests 100000;
@@ -31,6 +31,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="proxy workers (both)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs; the median is shown")
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if not shutil.which(tool):
@@ -56,14 +57,20 @@ def main() -> int:
             path = "/bench?q=1"
             wrk(nginx_port, path, 2, args.connections, args.threads)  # warm both
             wrk(edge_port, path, 2, args.connections, args.threads)
-            n = wrk(nginx_port, path, args.duration, args.connections, args.threads)
-            e = wrk(edge_port, path, args.duration, args.connections, args.threads)
-            if n.non_2xx or e.non_2xx:
-                raise SystemExit(f"error responses: nginx {n.non_2xx}, edgeward {e.non_2xx}")
+            # Alternate the two in rounds and keep each one's median (the machine is shared).
+            runs: dict[str, list[WrkResult]] = {"nginx": [], "edgeward": []}
+            for _ in range(args.rounds):
+                for who, port in (("nginx", nginx_port), ("edgeward", edge_port)):
+                    r = wrk(port, path, args.duration, args.connections, args.threads)
+                    if r.non_2xx:
+                        raise SystemExit(f"{who}: {r.non_2xx} error responses")
+                    runs[who].append(r)
+            n, e = (sorted(runs[w], key=lambda r: r.rps)[len(runs[w]) // 2] for w in ("nginx", "edgeward"))
             n_rps, n_p99, e_rps, e_p99 = n.rps, n.p99_ms, e.rps, e.p99_ms
         finally:
             stop_all(procs)
-    print(f"small GET, {args.connections} connections, {args.duration}s, {args.workers} workers each")
+    print(f"small GET, {args.connections} connections, {args.rounds} x {args.duration}s alternating (median shown), "
+          f"{args.workers} workers each")
     print(f"{'':10} {'req/s':>10} {'p99 ms':>8}")
     print(f"{'nginx':10} {n_rps:>10.0f} {n_p99:>8.2f}")
     print(f"{'edgeward':10} {e_rps:>10.0f} {e_p99:>8.2f}")
