@@ -1,7 +1,6 @@
 """Bundle import, content digest, verification and activation history."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
