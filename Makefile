@@ -23,6 +23,7 @@ run: install
 	$(VENV)/bin/edgeward demo
 
 test: install
+	$(VENV)/bin/mypy appliance waf rules
 	$(VENV)/bin/pytest -q
 
 bench: install

@@ -386,7 +386,7 @@ def duplicate_hosts(config: Config) -> list[tuple[tuple[Any, ...], str]]:
 
 def listener_clashes(config: Config) -> list[tuple[tuple[Any, ...], str]]:
     """Cross-field check: the public, TLS and admin listeners need distinct addresses."""
-    seen = {parse_listen(config.listen): ("listen",)}
+    seen: dict[tuple[str, int], tuple[str, ...]] = {parse_listen(config.listen): ("listen",)}
     problems = []
     others = [(("admin", "listen"), config.admin.listen)]
     if config.tls:

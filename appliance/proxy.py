@@ -130,8 +130,8 @@ async def _rest_of_body(first: bytes, receive: Receive, limit: int) -> AsyncIter
 
 def request_target(base_path: bytes, scope: Scope) -> bytes:
     """The request target as the client sent it (never decoded and re-encoded)."""
-    target = base_path + (scope.get("raw_path") or scope["path"].encode())
-    query = scope.get("query_string")
+    target: bytes = base_path + (scope.get("raw_path") or scope["path"].encode())
+    query: bytes | None = scope.get("query_string")
     return target + b"?" + query if query else target
 
 

@@ -54,7 +54,7 @@ class RuntimeProblems(Exception):
 
 def compile_runtime(config: Config, generation: int) -> Runtime:
     """Build everything a request needs; raise RuntimeProblems if a stage cannot be built."""
-    entries = []
+    entries: list[tuple[str, Domain]] = []
     problems: list[tuple[tuple[object, ...], str]] = []
     for d, domain_cfg in enumerate(config.domains):
         try:

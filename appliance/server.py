@@ -55,7 +55,8 @@ def _run_listener(target: str, address: str, port: int, workers: int, tls: tuple
 
 def listeners(config: Config) -> list[tuple[str, str, int, int, tuple[str, str] | None]]:
     public = parse_listen(config.listen)
-    out = [("appliance.app:create_app", public[0], public[1], config.workers, None)]
+    out: list[tuple[str, str, int, int, tuple[str, str] | None]] = [
+        ("appliance.app:create_app", public[0], public[1], config.workers, None)]
     if config.tls is not None:
         host, port = parse_listen(config.tls.listen)
         out.append(("appliance.app:create_app", host, port, config.workers, (str(config.tls.cert), str(config.tls.key))))

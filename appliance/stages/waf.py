@@ -8,7 +8,8 @@ own limits (PCRE match limits, body, argument and JSON depth limits) set by the 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from waf.compiler import CompiledRules
 from waf.inspect import Decision, Inspection, Outcome
@@ -51,8 +52,21 @@ def policy_of(cfg: WafConfig) -> Policy:
     )
 
 
+_VERSIONS = {"1": "1.0", "2": "2.0"}
+
+
 class _RequestView:
+    """The ``waf.inspect.RequestView`` of a request context."""
+
     __slots__ = ("client_ip", "client_port", "server_ip", "server_port", "method", "target", "http_version", "headers")
+    client_ip: str
+    client_port: int
+    server_ip: str
+    server_port: int
+    method: str
+    target: bytes
+    http_version: str
+    headers: Sequence[tuple[bytes, bytes]]
 
     def __init__(self, ctx: RequestContext) -> None:
         scope = ctx.scope
@@ -66,13 +80,13 @@ class _RequestView:
         target = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string")
         self.target = target + b"?" + query if query else target
-        version = scope.get("http_version", "1.1")
-        self.http_version = {"1": "1.0", "2": "2.0"}.get(version, version)
+        version = str(scope.get("http_version", "1.1"))
+        self.http_version = _VERSIONS.get(version, version)
         self.headers = scope["headers"]
 
 
 class WafStage:
-    name = "waf"
+    name: ClassVar[str] = "waf"
 
     def __init__(self, compiled: CompiledRules, bundle: str, bundle_digest: str, canary: Canary | None = None) -> None:
         self.compiled = compiled
