@@ -135,6 +135,12 @@ def request_target(base_path: bytes, scope: Scope) -> bytes:
     return target + b"?" + query if query else target
 
 
+async def _disconnected(receive: Receive) -> None:
+    """Return once the client has gone (the request body is fully read by now)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 async def _read_prefix(body: AsyncIterator[bytes], limit: int) -> tuple[bytes, bool]:
     """Up to ``limit`` response bytes for inspection; (bytes, whether the body ended)."""
     parts: list[bytes] = []
@@ -244,9 +250,18 @@ class Proxy:
             if prefix:
                 outcome.sent += len(prefix)
                 await send({"type": "http.response.body", "body": prefix, "more_body": True})
-            async for chunk in body:
-                outcome.sent += len(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            # The server accepts writes for a client that has gone away; without this watch a
+            # client could make the appliance pull a whole large response from the upstream.
+            gone = asyncio.ensure_future(_disconnected(receive))
+            try:
+                async for chunk in body:
+                    if gone.done():
+                        outcome.verdict = "error"
+                        return outcome  # closing the response aborts the upstream connection
+                    outcome.sent += len(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            finally:
+                gone.cancel()
             await send({"type": "http.response.body", "body": b""})
         except UpstreamError as exc:
             # Too late for an error page: cut the connection so the client sees a truncated response.

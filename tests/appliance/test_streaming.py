@@ -88,3 +88,15 @@ def test_websocket_to_unknown_host_is_refused(app: Appliance) -> None:
         assert info.value.response.status_code == 403
 
     asyncio.run(talk())
+
+
+def test_client_leaving_mid_download_stops_the_upstream_transfer(app: Appliance) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", app.port)) as s:
+        s.sendall(b"GET /bytes/200000000 HTTP/1.1\r\nHost: app.example.test\r\nX-Request-Id: x\r\n\r\n")
+        head = s.recv(65536)
+        rid = next(line.split(b": ")[1].decode() for line in head.split(b"\r\n") if line.lower().startswith(b"x-request-id"))
+    record = app.access_record(rid, timeout=5)
+    assert record["bytes"] < 200_000_000 // 2, record  # not the whole response pulled into the void
+    assert record["verdict"] == "error"
