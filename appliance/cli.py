@@ -7,6 +7,7 @@ import logging
 import multiprocessing
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import Config
@@ -421,8 +422,22 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_reload)
     bundle = sub.add_parser("bundle", help="rule bundles: import, list, show, activate").add_subparsers(
         dest="bundle_command", required=True)
-    p = bundle.add_parser("import", help="import a rule set directory into the bundle store")
-    _config_arg(p)
+
+    def command(name: str, help: str, func: Callable[[argparse.Namespace], int], *args: str,
+                json_output: bool = False, config: bool = True) -> argparse.ArgumentParser:
+        """A bundle subcommand: -c FILE (and --json) where it applies, then its own arguments."""
+        p = bundle.add_parser(name, help=help)
+        if config:
+            _config_arg(p)
+        for arg in args:
+            p.add_argument(arg)
+        if json_output:
+            p.add_argument("--json", action="store_true")
+        p.set_defaults(func=func)
+        return p
+
+    p = command("import", "import a rule set directory, archive or URL into the bundle store", cmd_bundle_import,
+                json_output=True)
     p.add_argument("source", help="directory (Debian's /usr/share/modsecurity-crs, a CRS tree, .conf files), "
                    ".tar.gz/.zip archive, or https:// URL (with --sha256)")
     p.add_argument("--name")
@@ -432,75 +447,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="leave matching files out")
     p.add_argument("--plugin", action="append", default=[], metavar="DIR_OR_ARCHIVE", help="a CRS 4 plugin")
     p.add_argument("--extra", action="append", default=[], metavar="FILE.conf", help="your own rules, loaded last")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_bundle_import)
-    p = bundle.add_parser("list", help="list stored bundles (* marks the global one)")
-    _config_arg(p)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_bundle_list)
-    p = bundle.add_parser("show", help="a bundle's manifest")
-    _config_arg(p)
-    p.add_argument("ref")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_bundle_show)
-    p = bundle.add_parser("keygen", help="write an Ed25519 key pair (PATH mode 600, PATH.pub)")
+    command("list", "list stored bundles (* marks the global one)", cmd_bundle_list, json_output=True)
+    command("show", "a bundle's manifest", cmd_bundle_show, "ref", json_output=True)
+    p = command("keygen", "write an Ed25519 key pair (PATH mode 600, PATH.pub)", cmd_bundle_keygen, config=False)
     p.add_argument("--out", required=True)
     p.add_argument("--force", action="store_true")
-    p.set_defaults(func=cmd_bundle_keygen)
-    p = bundle.add_parser("sign", help="sign a bundle's manifest")
-    _config_arg(p)
-    p.add_argument("ref")
-    p.add_argument("--key", required=True)
-    p.set_defaults(func=cmd_bundle_sign)
-    p = bundle.add_parser("verify", help="check every file against the manifest, and the signature")
-    _config_arg(p)
-    p.add_argument("ref")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_bundle_verify)
-    p = bundle.add_parser("diff", help="rule ids added, removed, changed; setup variables changed")
-    _config_arg(p)
-    p.add_argument("a")
-    p.add_argument("b")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_bundle_diff)
-    p = bundle.add_parser("export", help="a tarball that imports elsewhere to the same digest")
-    _config_arg(p)
-    p.add_argument("ref")
-    p.add_argument("--out")
-    p.set_defaults(func=cmd_bundle_export)
-    p = bundle.add_parser("gc", help="remove bundles no activation history or config pin uses")
-    _config_arg(p)
-    p.add_argument("--dry-run", action="store_true")
-    p.set_defaults(func=cmd_bundle_gc)
-    p = bundle.add_parser("rollback", help="go back to an earlier activation")
-    _config_arg(p)
+    command("sign", "sign a bundle's manifest", cmd_bundle_sign, "ref").add_argument("--key", required=True)
+    command("verify", "check every file against the manifest, and the signature", cmd_bundle_verify, "ref",
+            json_output=True)
+    command("diff", "rule ids added, removed, changed; setup variables changed", cmd_bundle_diff, "a", "b",
+            json_output=True)
+    command("export", "a tarball that imports elsewhere to the same digest", cmd_bundle_export, "ref").add_argument("--out")
+    command("gc", "remove bundles no activation history or config pin uses", cmd_bundle_gc).add_argument(
+        "--dry-run", action="store_true")
+    p = command("rollback", "go back to an earlier activation", cmd_bundle_rollback, json_output=True)
     p.add_argument("--domain")
     p.add_argument("--steps", type=int, default=1)
     p.add_argument("--reason", default="")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_bundle_rollback)
-    p = bundle.add_parser("history", help="activations of a scope: who, when, why")
-    _config_arg(p)
-    p.add_argument("--domain")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_bundle_history)
-    p = bundle.add_parser("canary-report", help="where the canary and the enforcing bundle disagree, per rule")
-    _config_arg(p)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_bundle_canary_report)
-    p = bundle.add_parser("promote", help="make the canary enforce")
-    _config_arg(p)
+    command("history", "activations of a scope: who, when, why", cmd_bundle_history, json_output=True).add_argument("--domain")
+    command("canary-report", "where the canary and the enforcing bundle disagree, per rule", cmd_bundle_canary_report,
+            json_output=True)
+    p = command("promote", "make the canary enforce", cmd_bundle_promote)
     p.add_argument("--domain")
     p.add_argument("--reason", default="")
-    p.set_defaults(func=cmd_bundle_promote)
-    p = bundle.add_parser("activate", help="make a bundle the one that runs (or a canary beside it)")
-    _config_arg(p)
-    p.add_argument("ref")
+    p = command("activate", "make a bundle the one that runs (or a canary beside it)", cmd_bundle_activate, "ref",
+                json_output=True)
     p.add_argument("--canary", action="store_true", help="run it in detection-only beside the enforcing bundle")
     p.add_argument("--domain", help="only for this domain (default: all domains)")
     p.add_argument("--reason", default="")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_bundle_activate)
 
     p = sub.add_parser("conformance", help="run CRS's regression tests (ftw / go-ftw YAML) through the engine")
     _config_arg(p)

@@ -21,6 +21,15 @@ from prometheus_client.registry import Collector
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+def write_snapshot(directory: Path, data: object) -> None:
+    """Replace this worker's ``worker-<pid>.json`` in ``directory`` atomically (readers sum them)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"worker-{os.getpid()}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
 class WorkerMetrics:
     """One per worker process; ``observe`` is the only call on the request path."""
 
@@ -43,15 +52,11 @@ class WorkerMetrics:
 
     def dump(self, directory: Path) -> None:
         """Write this worker's totals atomically (called off the event loop)."""
-        snapshot = {
+        write_snapshot(directory, {
             "requests": [[d, s, v, n] for (d, s, v), n in self.requests.items()],
             "latency": self.latency,
             "reloads": self.reloads,
-        }
-        path = directory / f"worker-{os.getpid()}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(snapshot))
-        os.replace(tmp, path)
+        })
 
 
 class SnapshotCollector(Collector):

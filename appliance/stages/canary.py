@@ -8,7 +8,6 @@ time its evaluation adds, reported beside the enforcing bundle's.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from waf.compiler import CompiledRules
 from waf.inspect import Inspection, Outcome
 
+from ..metrics import write_snapshot
 from ..pipeline import RequestContext
 
 SAMPLES = 5
@@ -48,13 +48,8 @@ class CanaryStats:
                 rule["samples"].append(request_id)
 
     def dump(self, directory: Path) -> None:
-        if not self.entries:
-            return
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"worker-{os.getpid()}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.entries))
-        os.replace(tmp, path)
+        if self.entries:
+            write_snapshot(directory, self.entries)
 
 
 STATS = CanaryStats()
