@@ -19,7 +19,7 @@ from waf.compiler import compile_rules, engine_version
 from waf.errors import WafCompileError
 from waf.policy import Policy
 
-from .config import Config, RulesConfig
+from appliance.config.schema import Config, RulesConfig
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ Hierarchy::
     └── UpstreamError        the upstream could not serve a request
         ├── UpstreamConnectError   connecting failed (refused, reset, DNS, TLS)  -> 502
         ├── UpstreamTimeout        connect, read or total timeout                -> 504
-        └── UpstreamProtocolError  the upstream broke HTTP mid-response          -> 502
+        ├── UpstreamProtocolError  the upstream broke HTTP mid-response          -> 502
+        └── UpstreamRefused        the upstream answered a WebSocket handshake
+                                   with an error status                          -> that status
 
 Third-party errors (aiohttp, yaml, pydantic) are translated at the boundary with ``raise ... from``.
 """
@@ -67,3 +69,13 @@ class UpstreamProtocolError(UpstreamError):
 
     status = 502
     reason = "upstream.protocol"
+
+
+class UpstreamRefused(UpstreamError):
+    """The upstream refused a WebSocket handshake; the client gets the same status."""
+
+    reason = "upstream.refused"
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status if 400 <= status <= 599 else 502

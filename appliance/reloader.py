@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from .config import Config
-from .configfile import load_config
-from .errors import ConfigError
-from .runtime import Runtime, RuntimeProblems, compile_runtime
+from appliance.config.schema import Config
+from appliance.config.loader import load_config
+from appliance.errors import ConfigError
+from appliance.runtime import Runtime, RuntimeProblems
 
 log = logging.getLogger("edgeward.reload")
 
@@ -49,9 +49,11 @@ def _signature(config_path: str, config: Config) -> tuple[object, ...]:
 
 class ConfigWatcher:
     def __init__(
-        self, config_path: str, current: Config, apply: Callable[[Runtime], None],
-        count: Callable[[str], None], generation: int = 1, interval: float = 0.2,
+        self, config_path: str, current: Config, build: Callable[[Config, int], Runtime],
+        apply: Callable[[Runtime], Awaitable[None]], count: Callable[[str], None], generation: int = 1,
+        interval: float = 0.2,
     ) -> None:
+        self.build = build
         self.generation = generation
         self.config_path = config_path
         self.current = current
@@ -77,13 +79,13 @@ class ConfigWatcher:
         """Load, validate and compile off the event loop; swap only if all of it worked."""
         try:
             config = await asyncio.to_thread(load_config, self.config_path)
-            runtime = await asyncio.to_thread(compile_runtime, config, self.generation + 1)
+            runtime = await asyncio.to_thread(self.build, config, self.generation + 1)
         except (ConfigError, RuntimeProblems) as exc:
             self.count("refused")
             log.error("config reload refused, still serving the previous config:\n%s", exc)
             return False
         self.generation += 1
-        self.apply(runtime)
+        await self.apply(runtime)
         self.current = config
         self.count("applied")
         return True

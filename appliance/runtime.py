@@ -1,47 +1,85 @@
-"""A config compiled for the hot path: host and route tables, upstream pools, pipelines.
+"""A config compiled for the hot path: the resolve stage, route pipelines, the done consumers.
 
 Built once per config generation; a request takes one reference to it at its start, so a reload
-swaps the reference and requests in flight finish on the generation they began with.
+swaps the reference and requests in flight finish on the generation they began with. Stages are
+started before a generation serves and closed after its last in-flight request has ended.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import logging
 
-from .clientip import ClientIPResolver
-from .config import Config, DomainConfig, RouteConfig
-from .pipeline import Pipeline
-from .routing import HostTable, RouteTable
-from .stages import RULE_SETS, StageConfigError, build_stages
-from .transport import Timeouts
-from .upstreams import UpstreamPool
+from appliance.config.schema import Config, DomainConfig, RouteConfig
+from appliance.pipeline.clientip import ClientIPResolver
+from appliance.pipeline.route import Domain, Route
+from appliance.pipeline.routing import HostTable, RouteTable
+from appliance.pipeline.runner import Pipeline
+from appliance.stages import Shared, Site, StageConfigError, build_done_stages, build_route_stages
+from appliance.stages.resolve import Resolve
+from appliance.upstream.pool import UpstreamPool
+from appliance.upstream.transport import Timeouts
 
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    domain: str  # the domain's first host, used as its name in logs and metrics
-    path: str
-    pool: UpstreamPool
-    timeouts: Timeouts
-    max_body_size: int  # 0: no limit
-    preserve_host: bool
-    pipeline: Pipeline
+log = logging.getLogger("edgeward.runtime")
 
 
-@dataclass(frozen=True, slots=True)
-class Domain:
-    name: str
-    routes: RouteTable[Route]
-
-
-@dataclass(frozen=True, slots=True)
 class Runtime:
-    config: Config
-    generation: int
-    hosts: HostTable[Domain]
-    client_ip: ClientIPResolver
-    unknown_host_status: int
-    unknown_host_body: bytes
-    max_header_size: int
+    """One configuration generation. ``enter``/``leave`` count the requests it serves."""
+
+    def __init__(self, config: Config, generation: int, shared: Shared, resolve: Resolve, done: Pipeline,
+                 routes: list[Route]) -> None:
+        self.config = config
+        self.generation = generation
+        self.shared = shared
+        self.resolve = resolve
+        self.done = done
+        self.routes = routes
+        self.inflight = 0
+        self._retired = False
+        self._closed: asyncio.Future[None] | None = None
+
+    def _pipelines(self) -> list[Pipeline]:
+        unique: dict[int, Pipeline] = {id(self.done): self.done}
+        for route in self.routes:
+            unique.setdefault(id(route.pipeline), route.pipeline)
+        return list(unique.values())
+
+    async def start(self) -> None:
+        """Start every stage; on a failure, close what started and raise."""
+        started: list[Pipeline] = []
+        try:
+            await self.resolve.start()
+            for pipeline in self._pipelines():
+                await pipeline.start()
+                started.append(pipeline)
+        except BaseException:
+            for pipeline in started:
+                await pipeline.close()
+            raise
+
+    def retire(self) -> None:
+        """No new requests will come; close the stages once the last in-flight one has left."""
+        self._retired = True
+        if self.inflight == 0:
+            self._schedule_close()
+
+    def leave(self) -> None:
+        self.inflight -= 1
+        if self._retired and self.inflight == 0:
+            self._schedule_close()
+
+    def _schedule_close(self) -> None:
+        if self._closed is None:
+            self._closed = asyncio.ensure_future(self.close())
+
+    async def close(self) -> None:
+        for pipeline in self._pipelines():
+            await pipeline.close()
+        await self.resolve.close()
+        log.debug("config generation %d closed", self.generation)
+
+    async def closed(self) -> None:
+        if self._closed is not None:
+            await self._closed
 
 
 class RuntimeProblems(Exception):
@@ -52,30 +90,30 @@ class RuntimeProblems(Exception):
         super().__init__("; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in problems))
 
 
-def compile_runtime(config: Config, generation: int) -> Runtime:
+def compile_runtime(config: Config, generation: int, shared: Shared | None = None) -> Runtime:
     """Build everything a request needs; raise RuntimeProblems if a stage cannot be built."""
+    shared = shared or Shared()
     entries: list[tuple[str, Domain]] = []
+    routes: list[Route] = []
     problems: list[tuple[tuple[object, ...], str]] = []
     for d, domain_cfg in enumerate(config.domains):
         try:
-            domain = _domain(config, domain_cfg)
+            domain = _domain(config, domain_cfg, shared)
         except _RouteError as exc:
             loc: tuple[object, ...] = ("domains", d) if exc.route is None else ("domains", d, "routes", exc.route)
             problems.append(((*loc, exc.key), exc.message))
             continue
         entries.extend((host, domain) for host in domain_cfg.hosts)
+        routes.extend(domain.routes.all())
     if problems:
         raise RuntimeProblems(problems)
-    RULE_SETS.retain(_rule_set_keys(entries))  # type: ignore[arg-type]
-    return Runtime(
-        config=config,
-        generation=generation,
-        hosts=HostTable(entries),
-        client_ip=ClientIPResolver(config.trusted_proxies),
-        unknown_host_status=config.unknown_host.status,
-        unknown_host_body=config.unknown_host.body.encode(),
-        max_header_size=config.limits.max_header_size,
-    )
+    shared.rule_sets.retain({
+        (stage.bundle_digest, stage.compiled.policy)  # type: ignore[attr-defined]
+        for route in routes for stage in route.pipeline.stages if hasattr(stage, "compiled")
+    })
+    resolve = Resolve(HostTable(entries), ClientIPResolver(config.trusted_proxies), config.unknown_host.status,
+                      config.unknown_host.body.encode(), config.limits.max_header_size)
+    return Runtime(config, generation, shared, resolve, Pipeline(build_done_stages(config, shared)), routes)
 
 
 class _RouteError(Exception):
@@ -83,34 +121,25 @@ class _RouteError(Exception):
         self.route, self.key, self.message = route, key, message
 
 
-def _rule_set_keys(entries: list[tuple[str, Domain]]) -> set[tuple[str, object]]:
-    keys = set()
-    for _, domain in entries:
-        for route in domain.routes.all():
-            for stage in route.pipeline.stages:
-                compiled = getattr(stage, "compiled", None)
-                if compiled is not None:
-                    keys.add((stage.bundle_digest, compiled.policy))  # type: ignore[attr-defined]
-    return keys
-
-
-def _domain(config: Config, cfg: DomainConfig) -> Domain:
+def _domain(config: Config, cfg: DomainConfig, shared: Shared) -> Domain:
     name = cfg.hosts[0]
     pool = UpstreamPool.from_config(cfg.upstream)
     try:
-        default = _route(config, cfg, RouteConfig(path="/"), name, pool)
+        default = _route(config, cfg, RouteConfig(path="/"), name, pool, shared)
     except StageConfigError as exc:
         raise _RouteError(None, exc.key, str(exc)) from exc
     routes = []
     for i, r in enumerate(cfg.routes):
         try:
-            routes.append((r.path, _route(config, cfg, r, name, UpstreamPool.from_config(r.upstream) if r.upstream else pool)))
+            upstream = UpstreamPool.from_config(r.upstream) if r.upstream else pool
+            routes.append((r.path, _route(config, cfg, r, name, upstream, shared)))
         except StageConfigError as exc:
             raise _RouteError(i, exc.key, str(exc)) from exc
     return Domain(name, RouteTable(routes, default))
 
 
-def _route(config: Config, domain: DomainConfig, cfg: RouteConfig, name: str, pool: UpstreamPool) -> Route:
+def _route(config: Config, domain: DomainConfig, cfg: RouteConfig, name: str, pool: UpstreamPool,
+           shared: Shared) -> Route:
     t = cfg.timeouts or domain.timeouts or config.timeouts
     body_limit = next(
         v for v in (cfg.max_body_size, domain.max_body_size, config.limits.max_body_size) if v is not None
@@ -122,12 +151,12 @@ def _route(config: Config, domain: DomainConfig, cfg: RouteConfig, name: str, po
         timeouts=Timeouts(t.connect, t.read, t.total),
         max_body_size=body_limit,
         preserve_host=domain.preserve_host,
-        pipeline=Pipeline(build_stages(config, domain, cfg)),
+        pipeline=Pipeline(build_route_stages(Site(config, domain, cfg, shared))),
     )
 
 
 def runtime_problems(config: Config) -> list[tuple[tuple[object, ...], str]]:
-    """A ``configfile.load_config`` check: can every stage be built from this config?"""
+    """A ``config.loader.load_config`` check: can every stage be built from this config?"""
     try:
         compile_runtime(config, 0)
     except RuntimeProblems as exc:

@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import Config, parse_listen
-from .configfile import load_config
-from .errors import ConfigError
-from .reloader import request_reload
+from appliance.config.schema import Config, parse_listen
+from appliance.config.loader import load_config
+from appliance.errors import ConfigError
+from appliance.instance import StateLock, check_free
+from appliance.reloader import request_reload
 
 log = logging.getLogger("edgeward.server")
 
@@ -56,27 +57,39 @@ def _run_listener(target: str, address: str, port: int, workers: int, tls: tuple
 def listeners(config: Config) -> list[tuple[str, str, int, int, tuple[str, str] | None]]:
     public = parse_listen(config.listen)
     out: list[tuple[str, str, int, int, tuple[str, str] | None]] = [
-        ("appliance.app:create_app", public[0], public[1], config.workers, None)]
+        ("appliance.http.app:create_app", public[0], public[1], config.workers, None)]
     if config.tls is not None:
         host, port = parse_listen(config.tls.listen)
-        out.append(("appliance.app:create_app", host, port, config.workers, (str(config.tls.cert), str(config.tls.key))))
+        out.append(("appliance.http.app:create_app", host, port, config.workers, (str(config.tls.cert), str(config.tls.key))))
     host, port = parse_listen(config.admin.listen)
-    out.append(("appliance.admin:create_admin", host, port, 1, None))
+    out.append(("appliance.admin.app:create_admin", host, port, 1, None))
     return out
 
 
 def serve(config_path: str) -> int:
-    """Run until SIGTERM/SIGINT; return the process exit code."""
-    from .runtime import runtime_problems
+    """Run until SIGTERM/SIGINT; return the process exit code. Raises InstanceError when another
+    process holds one of the addresses or the state directory."""
+    from appliance.runtime import runtime_problems
 
     config = load_config(config_path, check=runtime_problems)
+    lock = StateLock(config, config_path)
+    lock.acquire()
+    try:
+        check_free(config)
+        return _serve(config_path, config)
+    finally:
+        lock.release()
+
+
+def _serve(config_path: str, config: Config) -> int:
+    from appliance.runtime import runtime_problems
+
     run_dir = config.state_dir / "run"
     metrics_dir = run_dir / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True, exist_ok=True)
     os.environ["EDGEWARD_CONFIG"] = str(Path(config_path).resolve())
     os.environ["EDGEWARD_METRICS_DIR"] = str(metrics_dir)
-    (run_dir / "edgeward.pid").write_text(f"{os.getpid()}\n")
 
     ctx = multiprocessing.get_context("spawn")
     children = [ctx.Process(target=_run_listener, args=spec, daemon=False) for spec in listeners(config)]
@@ -115,15 +128,7 @@ def serve(config_path: str) -> int:
         child.join(max(0.1, deadline - time.monotonic()))
         if child.is_alive():
             child.kill()
-    (run_dir / "edgeward.pid").unlink(missing_ok=True)
     return code
-
-
-def pid_of(config: Config) -> int | None:
-    try:
-        return int((config.state_dir / "run" / "edgeward.pid").read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 if __name__ == "__main__":  # pragma: no cover

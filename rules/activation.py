@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from rules.errors import ActivationsCorrupt
+
 GLOBAL = "global"
 
 
@@ -33,9 +35,15 @@ class Activations:
 
     def _read(self) -> dict[str, list[dict[str, Any]]]:
         try:
-            return json.loads(self.path.read_text())  # type: ignore[no-any-return]
+            data = json.loads(self.path.read_text())
         except FileNotFoundError:
             return {}
+        except (ValueError, OSError) as exc:
+            raise ActivationsCorrupt(f"{self.path}: cannot read the activation history ({exc}); restore it from a "
+                                     "backup or remove it to start a new history") from exc
+        if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+            raise ActivationsCorrupt(f"{self.path}: not an activation history (expected scopes with lists)")
+        return data
 
     @contextmanager
     def _locked(self) -> Iterator[dict[str, list[dict[str, Any]]]]:
@@ -45,8 +53,16 @@ class Activations:
             data = self._read()
             yield data
             tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(data, indent=2) + "\n")
+            with open(tmp, "w") as out:  # durable before it replaces the history: fsync file, then folder
+                out.write(json.dumps(data, indent=2) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
             os.replace(tmp, self.path)
+            folder = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
 
     def activate(self, digest: str, ref: str, scope: str = GLOBAL, reason: str = "", by: str | None = None) -> Activation:
         entry = Activation(
@@ -67,8 +83,8 @@ class Activations:
     def rollback(self, scope: str = GLOBAL, steps: int = 1, reason: str = "", by: str | None = None) -> Activation:
         """Make the activation ``steps`` back current again, as a new history entry (history is
         never rewritten). Rolling a domain back past its first pin returns it to the global bundle."""
-        if steps < 1:
-            raise ValueError("steps must be at least 1")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError("steps must be a whole number of at least 1")
         with self._locked() as data:
             history = data.get(scope) or []
             if not history:

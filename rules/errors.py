@@ -6,7 +6,8 @@ Hierarchy::
     ├── BundleSourceError     the source cannot be read or has no CRS layout
     ├── BundleCompileError    the engine refused the bundle (holds the parser's message)
     ├── BundleNotFound        no bundle matches a reference
-    └── BundleCorrupt         stored files no longer match the manifest's digests
+    ├── BundleCorrupt         stored files no longer match the manifest's digests
+    └── ActivationsCorrupt    the activation history cannot be read
 """
 from __future__ import annotations
 
@@ -29,3 +30,7 @@ class BundleNotFound(BundleError):
 
 class BundleCorrupt(BundleError):
     """A stored bundle's files differ from its manifest."""
+
+
+class ActivationsCorrupt(BundleError):
+    """The activation history file is unreadable or not a history."""

@@ -140,6 +140,16 @@ class Appliance:
         os.replace(tmp, self.config)
 
 
+def copy_state(state: Path) -> Path:
+    """A private copy of a state directory (one running appliance per state directory)."""
+    import shutil
+    import tempfile
+
+    target = Path(tempfile.mkdtemp(prefix="edgeward-state-")) / "state"
+    shutil.copytree(state, target, ignore=shutil.ignore_patterns("run"))
+    return target
+
+
 def appliance_config(tmp: Path, port: int, admin_port: int, body: str, extra: str = "", state_dir: Path | None = None) -> str:
     return (
         f"listen: 127.0.0.1:{port}\nworkers: 2\nstate_dir: {state_dir or tmp / 'state'}\n"

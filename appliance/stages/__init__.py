@@ -1,24 +1,39 @@
 """Pipeline stages: thin adapters from the protection libraries to the request pipeline.
 
-``build_stages`` lists them explicitly and in order (cheap rejections first, the WAF last before
-the proxy), like mitmproxy's ``default_addons()``. Compiled WAF rule sets are shared through one
-process-wide cache keyed by (bundle digest, policy).
+The stage lists are explicit and ordered, like mitmproxy's ``default_addons()``: ``resolve`` first,
+then the route's stages with cheap rejections before expensive ones (access, cc, authn as they
+land; the WAF last before the proxy), and the ``done`` consumers every request reaches. Each route
+stage reads its own config section, merged route-over-domain by ``merge_section``.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
 
+from pydantic import BaseModel
 from rules.errors import BundleError
 from waf.compiler import RuleSetCache
 from waf.errors import WafCompileError
 
-from ..bundles import canary_for, check_bundle, resolve_for_domain
-from ..config import Config, DomainConfig, RouteConfig
-from ..pipeline import Stage
-from .canary import Canary
-from .waf import WafStage, merged, policy_of
+from appliance.bundles import canary_for, check_bundle, resolve_for_domain
+from appliance.config.schema import Config, DomainConfig, RouteConfig, WafConfig
+from appliance.observe.metrics import WorkerMetrics
+from appliance.pipeline.stage import Stage, merge_section
+from appliance.stages.accesslog import AccessLogStage
+from appliance.stages.canary import Canary, CanaryStats
+from appliance.stages.metrics import MetricsStage
+from appliance.stages.waf import WafStage, policy_of
 
-RULE_SETS = RuleSetCache()
+
+@dataclass(slots=True)
+class Shared:
+    """What one worker process keeps across config generations (never module globals): compiled
+    rule sets shared by equal policies, canary statistics and request metrics."""
+
+    rule_sets: RuleSetCache = field(default_factory=RuleSetCache)
+    canary: CanaryStats = field(default_factory=CanaryStats)
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
 
 
 class StageConfigError(Exception):
@@ -29,23 +44,59 @@ class StageConfigError(Exception):
         super().__init__(message)
 
 
-def build_stages(config: Config, domain: DomainConfig, route: RouteConfig) -> tuple[Stage, ...]:
-    """The stages of one route, compiled from its merged policy at config load."""
+@dataclass(frozen=True, slots=True)
+class Site:
+    """Where a route stage is being built: the whole config, the domain and the route."""
+
+    config: Config
+    domain: DomainConfig
+    route: RouteConfig
+    shared: Shared
+
+
+def _waf(cfg: WafConfig, site: Site) -> Stage | None:
+    if cfg.mode == "off":
+        return None
+    config, host = site.config, site.domain.hosts[0]
+    try:
+        manifest, path = resolve_for_domain(config.state_dir, cfg.bundle, host, config.rules)
+        policy = policy_of(cfg)
+        compiled = site.shared.rule_sets.get(manifest.digest, path, manifest.load_order, policy)
+        canary = None
+        found = canary_for(config.state_dir, host, cfg.bundle)
+        if found is not None and found[0].digest != manifest.digest:
+            cand, cand_path, scope = found
+            check_bundle(config.state_dir, cand, config.rules)
+            shadow = site.shared.rule_sets.get(cand.digest, cand_path, cand.load_order, replace(policy, mode="block"))
+            canary = Canary(shadow, site.shared.canary, scope, cand.ref, cand.digest, manifest.ref)
+    except (BundleError, WafCompileError) as exc:
+        raise StageConfigError("waf", str(exc)) from exc
+    return WafStage(compiled, f"{manifest.ref}#{manifest.digest[:12]}", manifest.digest, canary)
+
+
+Builder = Callable[[Any, Site], "Stage | None"]
+
+# (stage class, builder from its merged section): the route stages, in the order they run.
+ROUTE_STAGES: tuple[tuple[type[Stage], Builder], ...] = (
+    (WafStage, _waf),
+)
+
+
+def build_route_stages(site: Site) -> tuple[Stage, ...]:
+    """The stages of one route, compiled from its merged sections at config load."""
     stages: list[Stage] = []
-    waf = merged(domain.waf, route.waf)
-    if waf.mode != "off":
-        try:
-            manifest, path = resolve_for_domain(config.state_dir, waf.bundle, domain.hosts[0], config.rules)
-            policy = policy_of(waf)
-            compiled = RULE_SETS.get(manifest.digest, path, manifest.load_order, policy)
-            canary = None
-            found = canary_for(config.state_dir, domain.hosts[0], waf.bundle)
-            if found is not None and found[0].digest != manifest.digest:
-                cand, cand_path, scope = found
-                check_bundle(config.state_dir, cand, config.rules)
-                shadow = RULE_SETS.get(cand.digest, cand_path, cand.load_order, replace(policy, mode="block"))
-                canary = Canary(shadow, scope, cand.ref, cand.digest, manifest.ref)
-        except (BundleError, WafCompileError) as exc:
-            raise StageConfigError("waf", str(exc)) from exc
-        stages.append(WafStage(compiled, f"{manifest.ref}#{manifest.digest[:12]}", manifest.digest, canary))
+    for cls, build in ROUTE_STAGES:
+        assert cls.section is not None
+        section: BaseModel | None = merge_section(getattr(site.domain, cls.section), getattr(site.route, cls.section))
+        stage = build(section, site) if section is not None else None
+        if stage is not None:
+            stages.append(stage)
+    return tuple(stages)
+
+
+def build_done_stages(config: Config, shared: Shared) -> tuple[Stage, ...]:
+    """The global ``done`` consumers every request reaches, blocked or not."""
+    stages: list[Stage] = [MetricsStage(shared.metrics)]
+    if config.access_log.enabled:
+        stages.append(AccessLogStage(config.access_log))
     return tuple(stages)

@@ -7,6 +7,7 @@ time its evaluation adds, reported beside the enforcing bundle's.
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -15,8 +16,7 @@ from typing import Any
 from waf.compiler import CompiledRules
 from waf.inspect import Inspection, Outcome
 
-from ..metrics import write_snapshot
-from ..pipeline import RequestContext
+from appliance.pipeline.stage import RequestContext
 
 SAMPLES = 5
 _SUMMARY_RULES = {949110, 959100, 980130, 980140}  # CRS's blocking-evaluation and correlation rules
@@ -47,32 +47,31 @@ class CanaryStats:
             if len(rule["samples"]) < SAMPLES:
                 rule["samples"].append(request_id)
 
-    def dump(self, directory: Path) -> None:
-        if self.entries:
-            write_snapshot(directory, self.entries)
-
-
-STATS = CanaryStats()
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """A copy taken on the event loop, for ``write_snapshot`` in a thread."""
+        return copy.deepcopy(self.entries)
 
 
 class Canary:
     """The candidate's rules, compiled to block so the engine says exactly what it would stop, but
     only ever recorded: its decision never reaches the client."""
 
-    def __init__(self, compiled: CompiledRules, scope: str, candidate: str, digest: str, current: str) -> None:
+    def __init__(self, compiled: CompiledRules, stats: CanaryStats, scope: str, candidate: str, digest: str,
+                 current: str) -> None:
         self.compiled = compiled
+        self.stats = stats
         self.key = f"{scope}|{digest}"
         self.meta = {"scope": scope, "candidate": candidate, "candidate_digest": digest, "current": current}
 
-    def evaluate(self, ctx: RequestContext, view: Any, body: bytes, current: Outcome | None,
+    def evaluate(self, ctx: RequestContext, view: Any, body: bytes, current: Outcome,
                  current_block: bool, t_current: float) -> None:
         started = time.perf_counter()
         inspection = Inspection(self.compiled, view, ctx.request_id)
         decision = inspection.request_headers() or inspection.request_body(body)
         outcome = inspection.finish()
         elapsed = time.perf_counter() - started
-        STATS.record(
-            self.key, self.meta, set(current.rule_ids) if current else set(), current_block,
+        self.stats.record(
+            self.key, self.meta, set(current.rule_ids), current_block,
             set(outcome.rule_ids), decision is not None and decision.block,
             ctx.request_id, t_current, elapsed,
         )

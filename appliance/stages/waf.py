@@ -1,5 +1,5 @@
 """The WAF stage: OWASP CRS through ModSecurity on request headers, then the body up to the limit,
-and optionally on the response (headers and body up to a limit).
+and optionally on the response (headers, and the body of the inspected content types).
 
 The engine holds the GIL while it evaluates, so this runs inline on the event loop (a thread would
 buy nothing) and WAF capacity scales with worker processes. Evaluation is bounded by ModSecurity's
@@ -9,25 +9,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from waf.compiler import CompiledRules
 from waf.inspect import Decision, Inspection, Outcome
 from waf.policy import Exclusion, Policy
 
-from ..body import ClientGone, declared_body, read_body
-from ..config import WafConfig
-from ..pipeline import RequestContext, Verdict
-from .canary import Canary
+from appliance.config.schema import WafConfig
+from appliance.pipeline.context import RequestContext, WafResult
+from appliance.pipeline.stage import ResponseHead, Stage
+from appliance.pipeline.verdict import Outcome as RequestOutcome, Verdict
+from appliance.stages.canary import Canary
 
 _BODY_ERRORS = frozenset({200002, 200003, 200004, 200005, 200007})
-
-
-def merged(domain: WafConfig, route: WafConfig | None) -> WafConfig:
-    """A route's WAF settings over its domain's: keys the route sets win."""
-    if route is None:
-        return domain
-    return domain.model_copy(update={key: getattr(route, key) for key in route.model_fields_set})
+# SecResponseBodyMimeType in waf.compiler: only these response bodies are held back and inspected
+_INSPECTED_TYPES = (b"text/plain", b"text/html", b"text/xml", b"application/json")
 
 
 def policy_of(cfg: WafConfig) -> Policy:
@@ -70,13 +66,12 @@ class _RequestView:
 
     def __init__(self, ctx: RequestContext) -> None:
         scope = ctx.scope
-        client = scope.get("client") or ("0.0.0.0", 0)
         server = scope.get("server") or ("0.0.0.0", 0)
         self.client_ip = ctx.client_ip
-        self.client_port = int(client[1])
+        self.client_port = ctx.client_port
         self.server_ip = str(server[0])
         self.server_port = int(server[1] or 0)
-        self.method = scope["method"]
+        self.method = ctx.method  # a websocket scope has no method: its upgrade is a GET
         target = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string")
         self.target = target + b"?" + query if query else target
@@ -85,8 +80,11 @@ class _RequestView:
         self.headers = scope["headers"]
 
 
-class WafStage:
+class WafStage(Stage):
     name: ClassVar[str] = "waf"
+    section: ClassVar[str | None] = "waf"
+    schema = WafConfig
+    needs_body: ClassVar[bool] = True
 
     def __init__(self, compiled: CompiledRules, bundle: str, bundle_digest: str, canary: Canary | None = None) -> None:
         self.compiled = compiled
@@ -95,91 +93,89 @@ class WafStage:
         self.bundle_digest = bundle_digest
         self.canary = canary
 
-    async def __call__(self, ctx: RequestContext) -> Verdict | None:
-        if self.canary is None:
-            return await self._inspect(ctx)
-        started = time.perf_counter()
-        verdict = await self._inspect(ctx)
-        elapsed = time.perf_counter() - started
-        if verdict is None or verdict.status != 413:
-            body = ctx.body[: self.policy.body_limit]
-            current = ctx.annotations.get("waf_outcome")
-            self.canary.evaluate(ctx, _RequestView(ctx), body, current, verdict is not None or ctx.would_block, elapsed)
-        return verdict
+    @property
+    def body_want(self) -> int:
+        return self.policy.body_limit + 1
 
-    async def _inspect(self, ctx: RequestContext) -> Verdict | None:
+    async def request_headers(self, ctx: RequestContext) -> Verdict | None:
         policy = self.policy
-        inspection = Inspection(self.compiled, _RequestView(ctx), ctx.request_id)
+        started = time.perf_counter()
+        result = ctx.waf = WafResult(self.bundle, self.bundle_digest, policy.mode, policy.paranoia)
+        if (ctx.content_length is not None and ctx.content_length > policy.body_limit
+                and policy.body_limit_action == "reject" and policy.mode == "block"):
+            return Verdict(413, "waf.body_limit", details={"waf": result})  # refused before reading it
+        inspection = result.inspection = Inspection(self.compiled, _RequestView(ctx), ctx.request_id)
         decision = inspection.request_headers()
-        if decision is None:
-            has_body, _ = declared_body(ctx.scope["headers"])
-            body = b""
-            if has_body:
-                try:
-                    await read_body(ctx, policy.body_limit + 1)
-                except ClientGone:
-                    return Verdict(400, "request.body_malformed")
-                body = ctx.body
-                if len(body) > policy.body_limit:
-                    # The engine answers 403 for SecRequestBodyLimitAction Reject; HTTP says 413.
-                    if policy.body_limit_action == "reject" and policy.mode == "block":
-                        record = ctx.annotations["waf"] = WafRecord(self.bundle, policy.mode, None)
-                        return Verdict(413, "waf.body_limit", details={"waf": record})
-                    body = body[: policy.body_limit]
-            decision = inspection.request_body(body)
-        if policy.inspect_response and decision is None:
-            ctx.response_hook = _ResponseHook(self, inspection, ctx)
-            return None
-        return self.conclude(ctx, inspection, decision)
+        result.elapsed += time.perf_counter() - started
+        if decision is not None:
+            return self._conclude(ctx, result, decision)
+        return None
 
-    def conclude(self, ctx: RequestContext, inspection: Inspection, decision: Decision | None) -> Verdict | None:
-        outcome = inspection.finish()
-        record = WafRecord(self.bundle, self.policy.mode, outcome)
-        ctx.annotations["waf"] = record
-        if decision is not None and decision.block:
-            return Verdict(decision.status, _reason(decision, outcome), details={"waf": record})
-        if self.policy.mode == "detect" and _would_block(outcome, self.policy):
+    async def request_body(self, ctx: RequestContext) -> Verdict | None:
+        result = ctx.waf
+        if result is None or result.inspection is None:
+            return None
+        policy = self.policy
+        body = ctx.body
+        if len(body) > policy.body_limit:
+            # The engine answers 403 for SecRequestBodyLimitAction Reject; HTTP says 413.
+            if policy.body_limit_action == "reject" and policy.mode == "block":
+                self._finish(result, None)
+                return Verdict(413, "waf.body_limit", details={"waf": result})
+            body = body[: policy.body_limit]
+        started = time.perf_counter()
+        decision = result.inspection.request_body(body)
+        result.elapsed += time.perf_counter() - started
+        if policy.inspect_response and decision is None:
+            return None  # the transaction stays open for the response rules
+        return self._conclude(ctx, result, decision)
+
+    async def response_headers(self, ctx: RequestContext, response: ResponseHead) -> Verdict | None:
+        result = ctx.waf
+        if result is None or result.inspection is None:
+            return None
+        decision = result.inspection.response_headers(response.status, response.headers, "HTTP/1.1")
+        if decision is None and _inspected_type(response.headers):
+            ctx.response_body_limit = max(ctx.response_body_limit, self.policy.response_body_limit)
+            return None  # concluded in response_body
+        return self._conclude(ctx, result, decision)
+
+    async def response_body(self, ctx: RequestContext, body: bytes, complete: bool) -> Verdict | None:
+        result = ctx.waf
+        if result is None or result.inspection is None:
+            return None
+        decision = result.inspection.response_body(body[: self.policy.response_body_limit])
+        return self._conclude(ctx, result, decision)
+
+    def done(self, ctx: RequestContext, outcome: RequestOutcome) -> None:
+        result = ctx.waf
+        if result is not None and result.inspection is not None:  # the response never came
+            self._finish(result, None)
+
+    def _finish(self, result: WafResult, decision: Decision | None) -> Outcome:
+        assert result.inspection is not None
+        outcome = result.outcome = result.inspection.finish()
+        result.inspection = None
+        return outcome
+
+    def _conclude(self, ctx: RequestContext, result: WafResult, decision: Decision | None) -> Verdict | None:
+        outcome = self._finish(result, decision)
+        blocked = decision is not None and decision.block
+        if not blocked and self.policy.mode == "detect" and _would_block(outcome, self.policy):
             ctx.would_block = True
+        if self.canary is not None and not (decision is not None and decision.status == 413):
+            self.canary.evaluate(ctx, _RequestView(ctx), ctx.body[: self.policy.body_limit], outcome,
+                                 blocked or ctx.would_block, result.elapsed)
+        if decision is not None and decision.block:
+            return Verdict(decision.status, _reason(decision, outcome), details={"waf": result})
         return None
 
 
-class WafRecord:
-    """What the audit record needs of the WAF's work on one request; matches are decoded lazily."""
-
-    __slots__ = ("bundle", "mode", "outcome")
-
-    def __init__(self, bundle: str, mode: str, outcome: Outcome | None) -> None:
-        self.bundle, self.mode, self.outcome = bundle, mode, outcome
-
-    def as_dict(self) -> dict[str, Any]:
-        o = self.outcome
-        return {
-            "bundle": self.bundle,
-            "mode": self.mode,
-            "anomaly_score": o.anomaly_score if o else 0,
-            "phase": o.decision.phase if o and o.decision else ("request_body" if o is None else None),
-            "matches": [
-                {"rule_id": m.rule_id, "message": m.message, "severity": m.severity, "data": m.data,
-                 "matched": m.matched, "phase": m.phase, "tags": list(m.tags), "disruptive": m.disruptive}
-                for m in (o.matches if o else [])
-            ],
-        }
-
-
-class _ResponseHook:
-    """Called by the proxy with the upstream's status, headers and first body bytes."""
-
-    def __init__(self, stage: WafStage, inspection: Inspection, ctx: RequestContext) -> None:
-        self.stage = stage
-        self.inspection = inspection
-        self.ctx = ctx
-        self.limit = stage.policy.response_body_limit
-
-    def __call__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> Verdict | None:
-        decision = self.inspection.response_headers(status, headers, "HTTP/1.1")
-        if decision is None:
-            decision = self.inspection.response_body(body[: self.limit])
-        return self.stage.conclude(self.ctx, self.inspection, decision)
+def _inspected_type(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name.lower() == b"content-type":
+            return value.split(b";", 1)[0].strip().lower() in _INSPECTED_TYPES
+    return False
 
 
 def _reason(decision: Decision, outcome: Outcome) -> str:

@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from appliance.clientip import ClientIPResolver
+from appliance.pipeline.clientip import ClientIPResolver
 
 R = ClientIPResolver([ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("127.0.0.2/32")])
 

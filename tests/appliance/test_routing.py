@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.routing import HostTable, RouteTable, normalise_host
+from appliance.pipeline.routing import HostTable, RouteTable, normalise_host
 
 HOSTS = HostTable([("app.example.test", "app"), ("*.example.com", "wild"), ("*.shop.example.com", "shop"),
                    ("example.com", "apex")])
@@ -41,6 +41,6 @@ def test_longest_prefix_route(path: str, expected: str) -> None:
     (b"evil.test/x", False), (b"-", False),
 ])
 def test_valid_host(raw: bytes, valid: bool) -> None:
-    from appliance.routing import valid_host
+    from appliance.pipeline.routing import valid_host
 
     assert valid_host(normalise_host(raw)) is valid

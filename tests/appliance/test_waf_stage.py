@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..harness import Appliance, Upstream, raw_request, start_appliance, stop
+from ..harness import copy_state, Appliance, Upstream, raw_request, start_appliance, stop
 
 SQLI = "1' or 1=1--"
 XSS = "<script>alert(1)</script>"
@@ -57,7 +57,7 @@ def app(tmp_path_factory: pytest.TempPathFactory, upstream_a: Upstream, crs_stat
         SecRule ARGS:d "@streq %27" "id:12347,phase:2,t:none,deny,status:419,log"
         SecRule REQUEST_FILENAME "@beginsWith //double/" "id:12348,phase:1,t:none,deny,status:420,log"
 """
-    appliance = start_appliance(tmp_path_factory.mktemp("waf"), domains, state_dir=crs_state)
+    appliance = start_appliance(tmp_path_factory.mktemp("waf"), domains, state_dir=copy_state(crs_state))
     yield appliance
     stop(appliance.proc)
 
@@ -195,7 +195,7 @@ def test_a_worker_stuck_in_the_engine_is_replaced(tmp_path_factory: pytest.TempP
         SecRule ARGS:p "@rx ^(a|a)*$" "id:12399,phase:2,t:none,deny,status:403,log"
 """
     app = start_appliance(tmp_path_factory.mktemp("stall"), domains, "limits: {worker_stall_timeout: 2s}\n",
-                          state_dir=crs_state)
+                          state_dir=copy_state(crs_state))
     try:
         import threading
         import time

@@ -81,7 +81,64 @@ def build(name: str, log_path: str | None) -> web.Application:
                 await ws.send_bytes(msg.data[::-1])
         return ws
 
+    async def events(request: web.Request) -> web.StreamResponse:
+        """Server-sent events: one event now, the next only after ``s`` seconds."""
+        resp = web.StreamResponse(headers={"Content-Type": request.query.get("type", "text/event-stream")})
+        await resp.prepare(request)
+        await resp.write(b"data: first\n\n")
+        await asyncio.sleep(float(request.match_info["s"]))
+        await resp.write(b"data: second\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def think(request: web.Request) -> web.Response:
+        """Answers after ``s`` seconds; logs whether the proxy gave up waiting first."""
+        try:
+            await asyncio.sleep(float(request.match_info["s"]))
+        except asyncio.CancelledError:
+            if log:
+                log.write(f"ABORTED {request.raw_path}\n")
+            raise
+        if log:
+            log.write(f"ANSWERED {request.raw_path}\n")
+        return web.Response(text="thought\n")
+
+    async def own_headers(request: web.Request) -> web.Response:
+        return web.Response(text="own\n", headers={"Connection": "X-Private, keep-alive", "X-Private": "hop",
+                                                   "X-Request-Id": "from-upstream", "X-Kept": "yes"})
+
+    async def ws_close(request: web.Request) -> web.WebSocketResponse:
+        """Sends one message, then closes with code 4001 and a reason."""
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str("bye soon")
+        await ws.close(code=4001, message=b"origin says bye")
+        return ws
+
+    async def ws_record_close(request: web.Request) -> web.WebSocketResponse:
+        """Logs the close code and reason the client's close arrived with."""
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        while True:
+            msg = await ws.receive()
+            if msg.type == WSMsgType.CLOSE:
+                if log:
+                    log.write(f"WSCLOSE {msg.data} {msg.extra}\n")
+                break
+            if msg.type in (WSMsgType.CLOSED, WSMsgType.ERROR):
+                break
+        return ws
+
+    async def ws_refuse(request: web.Request) -> web.Response:
+        return web.Response(status=400, text="no websocket for you\n")
+
     app = web.Application(middlewares=[record], client_max_size=0)
+    app.router.add_get("/events/{s}", events)
+    app.router.add_get("/think/{s}", think)
+    app.router.add_get("/own-headers", own_headers)
+    app.router.add_get("/ws-close", ws_close)
+    app.router.add_get("/ws-record-close", ws_record_close)
+    app.router.add_get("/ws-refuse", ws_refuse)
     app.router.add_get("/bytes/{n}", download)
     app.router.add_get("/sleep/{s}", sleep)
     app.router.add_get("/slow-body/{s}", slow_body)
@@ -104,7 +161,7 @@ def main() -> None:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(*args.tls)
     web.run_app(build(args.name, args.log), host="127.0.0.1", port=args.port, ssl_context=ctx,
-                print=None, access_log=None, shutdown_timeout=0.5)
+                print=None, access_log=None, shutdown_timeout=0.5, handler_cancellation=True)
 
 
 if __name__ == "__main__":

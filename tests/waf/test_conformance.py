@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import SHARED
-from ..harness import EDGEWARD, Appliance, Upstream, start_appliance, stop
+from ..harness import copy_state, EDGEWARD, Appliance, Upstream, start_appliance, stop
 
 REGRESSION = SHARED / "crs-regression"
 OVERRIDES = Path(__file__).resolve().parents[2] / "waf" / "overrides" / "crs-3.3.4-libmodsecurity3.yaml"
@@ -25,7 +25,7 @@ def detect_appliance(tmp_path_factory: pytest.TempPathFactory, upstream_a: Upstr
         pytest.skip(f"{REGRESSION} is absent (set EDGEWARD_SHARED_DIR to the shared material)")
     domains = f"  - hosts: [localhost, 127.0.0.1]\n    upstream: {upstream_a.url}\n    waf: {{mode: detect, paranoia: 4}}\n"
     app = start_appliance(tmp_path_factory.mktemp("conformance"), domains,
-                          state_dir=crs_state)
+                          state_dir=copy_state(crs_state))
     yield app
     stop(app.proc)
 

@@ -50,13 +50,14 @@ class WorkerMetrics:
     def reload(self, result: str) -> None:
         self.reloads[result] = self.reloads.get(result, 0) + 1
 
-    def dump(self, directory: Path) -> None:
-        """Write this worker's totals atomically (called off the event loop)."""
-        write_snapshot(directory, {
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of the totals, taken on the event loop (the loop mutates the dicts; a thread
+        iterating them would race it), to be written by ``write_snapshot`` in a thread."""
+        return {
             "requests": [[d, s, v, n] for (d, s, v), n in self.requests.items()],
-            "latency": self.latency,
-            "reloads": self.reloads,
-        })
+            "latency": {domain: list(hist) for domain, hist in self.latency.items()},
+            "reloads": dict(self.reloads),
+        }
 
 
 class SnapshotCollector(Collector):

@@ -7,7 +7,7 @@ import json
 from http import HTTPStatus
 from html import escape
 
-from .types import Headers, Send
+from appliance.types import Headers, Send
 
 
 def _phrase(status: int) -> str:
@@ -51,9 +51,15 @@ async def send_local(
     accept: bytes | None,
     message: str | None = None,
     extra: Headers | None = None,
+    body: bytes | None = None,
 ) -> int:
-    """Write a whole local response; return the body size for the access log."""
-    headers, body = local_response(status, request_id, accept, message)
+    """Write a whole local response; return the body size for the access log. ``body`` replaces
+    the generic text (as plain text) where the operator configured one."""
+    if body is None:
+        headers, body = local_response(status, request_id, accept, message)
+    else:
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+                   (b"x-request-id", request_id.encode()), (b"cache-control", b"no-store")]
     if extra:
         headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -16,9 +16,9 @@ from typing import Any
 
 import httptools
 
-from .errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
-from .transport import Timeouts
-from .types import Headers
+from appliance.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
+from appliance.upstream.transport import Timeouts
+from appliance.types import Headers
 
 _HIGH_WATER = 256 * 1024  # buffered response bytes before reading from the upstream pauses
 _LOW_WATER = 64 * 1024

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
+from collections.abc import Awaitable, Callable
 
 from pathlib import Path
 
@@ -18,22 +19,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .config import parse_listen
-from .admin_bundles import bundle_routes
-from .configfile import load_config
-from .errors import ConfigError
-from .metrics import SnapshotCollector
-from .reloader import request_reload
-from .runtime import runtime_problems
-from .types import ASGIApp, Receive, Scope, Send
+from appliance.config.schema import parse_listen
+from appliance.admin.bundles import bundle_routes
+from appliance.admin.live import LiveConfig
+from appliance.config.loader import load_config
+from appliance.errors import ConfigError
+from appliance.observe.metrics import SnapshotCollector
+from appliance.reloader import request_reload
+from appliance.runtime import runtime_problems
+from appliance.types import ASGIApp, Receive, Scope, Send
 
 
 class BearerTokenMiddleware:
     """Plain ASGI guard for a path prefix; compares tokens in constant time."""
 
-    def __init__(self, app: ASGIApp, token: str | None, prefix: str = "/api") -> None:
+    def __init__(self, app: ASGIApp, token: Callable[[], Awaitable[bytes | None]], prefix: str = "/api") -> None:
         self.app = app
-        self.token = token.encode() if token else None
+        self.token = token
         self.prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -42,8 +44,9 @@ class BearerTokenMiddleware:
             for name, value in scope["headers"]:
                 if name == b"authorization" and value[:7].lower() == b"bearer ":
                     supplied = value[7:].strip()
-            if self.token is None or not hmac.compare_digest(supplied, self.token):
-                reason = "admin token not configured" if self.token is None else "invalid or missing admin token"
+            token = await self.token()
+            if token is None or not hmac.compare_digest(supplied, token):
+                reason = "admin token not configured" if token is None else "invalid or missing admin token"
                 response = JSONResponse({"error": reason}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
                 await response(scope, receive, send)
                 return
@@ -52,7 +55,8 @@ class BearerTokenMiddleware:
 
 def create_admin() -> ASGIApp:
     config_path = os.environ["EDGEWARD_CONFIG"]
-    config = load_config(config_path)
+    live = LiveConfig(config_path)
+    config = live.config  # listeners are fixed until a restart
     public = [parse_listen(config.listen)] + ([parse_listen(config.tls.listen)] if config.tls else [])
 
     registry = CollectorRegistry()
@@ -98,6 +102,6 @@ def create_admin() -> ASGIApp:
         Route("/metrics", metrics),
         Route("/api/reload", reload, methods=["POST"]),
         Route("/api/config/check", check),
-        *bundle_routes(config),
+        *bundle_routes(live),
     ])
-    return BearerTokenMiddleware(app, os.environ.get(config.admin.token_env))
+    return BearerTokenMiddleware(app, live.token)

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .config import UpstreamConfig
+from appliance.config.schema import UpstreamConfig
 
 
 @dataclass(slots=True)

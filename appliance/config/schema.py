@@ -294,19 +294,10 @@ class DomainConfig(Strict):
         out = []
         for host in hosts:
             name = host.strip().lower().rstrip(".")
-            if not _HOST.match(name):
-                raise ValueError(f"{host!r} is not a host name or *.wildcard")
+            if name != "*" and not _HOST.match(name):
+                raise ValueError(f"{host!r} is not a host name, *.wildcard or the catch-all *")
             out.append(name)
         return out
-
-    @model_validator(mode="after")
-    def _unique_routes(self) -> DomainConfig:
-        seen: set[str] = set()
-        for route in self.routes:
-            if route.path in seen:
-                raise ValueError(f"route path {route.path!r} appears twice")
-            seen.add(route.path)
-        return self
 
 
 class RulesConfig(Strict):
@@ -367,33 +358,3 @@ def _is_network(value: Any) -> bool:
     except ValueError:
         return False
     return True
-
-
-def duplicate_hosts(config: Config) -> list[tuple[tuple[Any, ...], str]]:
-    """Cross-field check: a host may belong to one domain only. Returns (loc, problem) pairs."""
-    owner: dict[str, int] = {}
-    problems = []
-    for d, domain in enumerate(config.domains):
-        for h, host in enumerate(domain.hosts):
-            if host in owner:
-                problems.append(
-                    (("domains", d, "hosts", h), f"duplicate host {host!r} (also in domains[{owner[host]}])")
-                )
-            else:
-                owner[host] = d
-    return problems
-
-
-def listener_clashes(config: Config) -> list[tuple[tuple[Any, ...], str]]:
-    """Cross-field check: the public, TLS and admin listeners need distinct addresses."""
-    seen: dict[tuple[str, int], tuple[str, ...]] = {parse_listen(config.listen): ("listen",)}
-    problems = []
-    others = [(("admin", "listen"), config.admin.listen)]
-    if config.tls:
-        others.insert(0, (("tls", "listen"), config.tls.listen))
-    for loc, value in others:
-        addr = parse_listen(value)
-        if addr in seen:
-            problems.append((loc, f"{value} is already used by {'.'.join(seen[addr])}"))
-        seen[addr] = loc
-    return problems

@@ -1,28 +1,14 @@
-"""Reading the request body once, for whoever needs it first (the WAF, then the proxy).
+"""Reading the request body once, for whoever needs it first (a stage, then the proxy).
 
 What was read is kept on the request context; the proxy sends it first and then streams the rest.
 """
 from __future__ import annotations
 
-from .pipeline import RequestContext
+from appliance.pipeline.context import RequestContext
 
 
 class ClientGone(Exception):
     """The client disconnected, or its body broke framing, before the body was read."""
-
-
-def declared_body(headers: list[tuple[bytes, bytes]]) -> tuple[bool, int | None]:
-    """(whether a body follows, its Content-Length if declared and not chunked)."""
-    length = None
-    chunked = False
-    for name, value in headers:
-        if name == b"content-length":
-            length = int(value) if value.isdigit() else None
-        elif name == b"transfer-encoding":
-            chunked = True
-    if chunked:
-        return True, None
-    return bool(length), length
 
 
 async def read_body(ctx: RequestContext, want: int) -> None:

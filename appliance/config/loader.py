@@ -14,8 +14,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .config import Config, duplicate_hosts, listener_clashes
-from .errors import ConfigError, ConfigProblem
+from appliance.config.checks import cross_checks
+from appliance.config.schema import Config
+from appliance.errors import ConfigError, ConfigProblem
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MESSAGES = {
@@ -114,9 +115,9 @@ def load_config(path: str | os.PathLike[str], check: Check | None = None) -> Con
             loc = _clean_loc(err["loc"])
             message = _MESSAGES.get(err["type"], err["msg"].removeprefix("Value error, "))
             problems.append(ConfigProblem(file, reader.line_of(loc), dotted(loc), message))
+    for loc, message in cross_checks(data):
+        problems.append(ConfigProblem(file, reader.line_of(loc), dotted(loc), message))
     if config is not None:
-        for loc, message in duplicate_hosts(config) + listener_clashes(config):
-            problems.append(ConfigProblem(file, reader.line_of(loc), dotted(loc), message))
         if check is not None and not problems:
             for loc, message in check(config):
                 problems.append(ConfigProblem(file, reader.line_of(loc), dotted(loc), message))

@@ -1,6 +1,7 @@
 """Host -> domain and path -> route lookup, compiled once per config.
 
-Exact hosts win over wildcards; among wildcards the longest suffix wins (as nginx's server_name).
+Exact hosts win over wildcards; among wildcards the longest suffix wins (as nginx's server_name);
+the catch-all ``*`` takes any host that nothing else matched (nginx's ``default_server``).
 Routes match by longest path prefix; a domain without a matching route uses its default route.
 """
 from __future__ import annotations
@@ -32,9 +33,12 @@ def valid_host(host: str) -> bool:
 class HostTable(Generic[T]):
     def __init__(self, entries: Iterable[tuple[str, T]]) -> None:
         self._exact: dict[str, T] = {}
+        self._any: T | None = None
         wildcards: list[tuple[str, T]] = []
         for pattern, value in entries:
-            if pattern.startswith("*."):
+            if pattern == "*":
+                self._any = value
+            elif pattern.startswith("*."):
                 wildcards.append((pattern[1:], value))  # ".example.com"
             else:
                 self._exact[pattern] = value
@@ -50,7 +54,7 @@ class HostTable(Generic[T]):
         for suffix, value in self._wildcards:
             if host.endswith(suffix) and len(host) > len(suffix):
                 return value
-        return None
+        return self._any
 
 
 class RouteTable(Generic[T]):

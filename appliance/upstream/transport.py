@@ -13,8 +13,8 @@ from typing import Protocol
 import aiohttp
 from yarl import URL
 
-from .errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
-from .types import Headers
+from appliance.errors import UpstreamConnectError, UpstreamRefused, UpstreamTimeout
+from appliance.types import Headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +83,7 @@ class WebSocketConnector:
         except asyncio.TimeoutError as exc:
             raise UpstreamTimeout("upstream websocket handshake timed out") from exc
         except aiohttp.WSServerHandshakeError as exc:
-            raise UpstreamProtocolError(f"upstream refused the websocket: {exc.status}") from exc
+            raise UpstreamRefused(f"upstream refused the websocket: {exc.status}", exc.status) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamConnectError(f"cannot connect to upstream websocket: {exc}") from exc
 

@@ -10,9 +10,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import Config
-from .configfile import load_config
-from .errors import ConfigError
+from appliance.config.schema import Config
+from appliance.config.loader import load_config
+from appliance.errors import ConfigError
 
 DEMO_CONFIG = """\
 # Written by `edgeward demo`: the appliance in front of the built-in demo app.
@@ -37,7 +37,7 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(path: str) -> int:
-    from .runtime import runtime_problems
+    from appliance.runtime import runtime_problems
 
     try:
         load_config(path, check=runtime_problems)
@@ -57,21 +57,31 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     if _check(args.config):
         return 2
-    from .server import serve
+    from appliance.server import serve
 
     return serve(args.config)
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    from .reloader import request_reload
+    from appliance.reloader import request_reload
 
-    from .runtime import runtime_problems
+    from appliance.runtime import runtime_problems
 
     try:
         config = load_config(args.config, check=runtime_problems)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         print("reload refused: the running config stays", file=sys.stderr)
+        return 2
+    from appliance.instance import running
+
+    instance = running(config.state_dir / "run")
+    if instance is None:
+        print(f"no appliance is serving state_dir {config.state_dir}", file=sys.stderr)
+        return 1
+    if instance.config != str(Path(args.config).resolve()):
+        print(f"the appliance using state_dir {config.state_dir} (pid {instance.pid}) serves {instance.config},"
+              f" not {args.config}: reload refused", file=sys.stderr)
         return 2
     request_reload(config)
     print("reload requested: workers switch within a second")
@@ -98,7 +108,7 @@ def _print(args: argparse.Namespace, record: dict[str, object], text: str) -> No
 def cmd_bundle_import(args: argparse.Namespace) -> int:
     from rules.errors import BundleError
 
-    from .bundles import import_bundle
+    from appliance.bundles import import_bundle
 
     state = _state_dir(args)
     try:
@@ -117,7 +127,7 @@ def cmd_bundle_import(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle_list(args: argparse.Namespace) -> int:
-    from .bundles import activations_for, store_for
+    from appliance.bundles import activations_for, store_for
 
     state = _state_dir(args)
     active = activations_for(state).active()
@@ -134,7 +144,7 @@ def cmd_bundle_show(args: argparse.Namespace) -> int:
 
     from rules.errors import BundleError
 
-    from .bundles import store_for
+    from appliance.bundles import store_for
 
     try:
         m = store_for(_state_dir(args)).resolve(args.ref)
@@ -153,7 +163,7 @@ def cmd_bundle_activate(args: argparse.Namespace) -> int:
     from rules.activation import GLOBAL
     from rules.errors import BundleError
 
-    from .bundles import activate_bundle, canary_scope
+    from appliance.bundles import activate_bundle, canary_scope
 
     config = _config(args)
     scope = args.domain or GLOBAL
@@ -170,7 +180,7 @@ def cmd_bundle_activate(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle_canary_report(args: argparse.Namespace) -> int:
-    from .stages.canary import report
+    from appliance.stages.canary import report
 
     entries = report(_state_dir(args) / "run" / "canary")
     if args.json:
@@ -192,7 +202,7 @@ def cmd_bundle_promote(args: argparse.Namespace) -> int:
     from rules.activation import GLOBAL
     from rules.errors import BundleError
 
-    from .bundles import promote_canary
+    from appliance.bundles import promote_canary
 
     config = _config(args)
     try:
@@ -220,7 +230,7 @@ def cmd_bundle_sign(args: argparse.Namespace) -> int:
     from rules.errors import BundleError
     from rules.signing import sign
 
-    from .bundles import store_for
+    from appliance.bundles import store_for
 
     store = store_for(_state_dir(args))
     try:
@@ -237,7 +247,7 @@ def cmd_bundle_sign(args: argparse.Namespace) -> int:
 def cmd_bundle_verify(args: argparse.Namespace) -> int:
     from rules.errors import BundleError
 
-    from .bundles import verify_bundle
+    from appliance.bundles import verify_bundle
 
     config = _config(args)
     try:
@@ -258,7 +268,7 @@ def cmd_bundle_diff(args: argparse.Namespace) -> int:
     from rules.diff import diff
     from rules.errors import BundleError
 
-    from .bundles import store_for
+    from appliance.bundles import store_for
 
     store = store_for(_state_dir(args))
     try:
@@ -284,7 +294,7 @@ def cmd_bundle_diff(args: argparse.Namespace) -> int:
 def cmd_bundle_export(args: argparse.Namespace) -> int:
     from rules.errors import BundleError
 
-    from .bundles import export_bundle
+    from appliance.bundles import export_bundle
 
     try:
         out, m = export_bundle(_state_dir(args), args.ref, Path(args.out) if args.out else None)
@@ -296,7 +306,7 @@ def cmd_bundle_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle_gc(args: argparse.Namespace) -> int:
-    from .bundles import collect_garbage, store_for
+    from appliance.bundles import collect_garbage, store_for
 
     config = _config(args)
     removed = collect_garbage(config, dry_run=args.dry_run)
@@ -309,7 +319,7 @@ def cmd_bundle_gc(args: argparse.Namespace) -> int:
 def cmd_bundle_rollback(args: argparse.Namespace) -> int:
     from rules.activation import GLOBAL
 
-    from .bundles import activations_for
+    from appliance.bundles import activations_for
 
     try:
         entry = activations_for(_state_dir(args)).rollback(args.domain or GLOBAL, args.steps, args.reason)
@@ -326,7 +336,7 @@ def cmd_bundle_history(args: argparse.Namespace) -> int:
 
     from rules.activation import GLOBAL
 
-    from .bundles import activations_for
+    from appliance.bundles import activations_for
 
     for entry in activations_for(_state_dir(args)).history(args.domain or GLOBAL):
         _print(args, asdict(entry), f"{entry.at}  {entry.ref:20} {entry.digest[:12] or '(global)':12}  {entry.by:10} {entry.reason}")
@@ -339,7 +349,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     from rules.errors import BundleError
     from waf.conformance import load_overrides, run_suite
 
-    from .bundles import activations_for, store_for
+    from appliance.bundles import activations_for, store_for
 
     directory = Path(args.directory)
     if not directory.is_dir():
@@ -378,14 +388,14 @@ def cmd_conformance(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from . import demoapp
-    from .server import serve
+    from appliance import demoapp
+    from appliance.server import serve
 
     state = Path(args.state_dir)
     state.mkdir(parents=True, exist_ok=True)
     path = state / "demo.yaml"
     path.write_text(DEMO_CONFIG.format(listen=args.listen, admin=args.admin, upstream=args.upstream))
-    from .bundles import activations_for, import_bundle
+    from appliance.bundles import activations_for, import_bundle
 
     if activations_for(state).active() is None:
         source = Path(args.crs)

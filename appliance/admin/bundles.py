@@ -12,9 +12,9 @@ from starlette.routing import Route
 
 from rules.activation import GLOBAL
 from rules.diff import diff
-from rules.errors import BundleError, BundleNotFound
+from rules.errors import ActivationsCorrupt, BundleError, BundleNotFound
 
-from .bundles import (
+from appliance.bundles import (
     activate_bundle,
     activations_for,
     canary_scope,
@@ -25,12 +25,12 @@ from .bundles import (
     store_for,
     verify_bundle,
 )
-from .config import Config
-from .stages.canary import report
+from appliance.admin.live import LiveConfig
+from appliance.stages.canary import report
 
 
 def _error(exc: Exception) -> JSONResponse:
-    status = 404 if isinstance(exc, BundleNotFound) else 422
+    status = 404 if isinstance(exc, BundleNotFound) else 500 if isinstance(exc, ActivationsCorrupt) else 422
     return JSONResponse({"error": str(exc)}, status_code=status)
 
 
@@ -42,24 +42,35 @@ async def _body(request: Request) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def bundle_routes(config: Config) -> list[Route]:
-    state = config.state_dir
+def bundle_routes(live: LiveConfig) -> list[Route]:
+    """Every handler reads the current config (state_dir and rules.* follow a reload) and does
+    its file work, including waiting for the activation lock, in a thread."""
 
     async def listing(request: Request) -> Response:
-        active = activations_for(state).active()
+        config = await live.get()
+        state = config.state_dir
+        try:
+            active = await asyncio.to_thread(activations_for(state).active)
+            manifests = await asyncio.to_thread(store_for(state).manifests)
+        except BundleError as exc:
+            return _error(exc)
         return JSONResponse([
             {"ref": m.ref, "digest": m.digest, "rule_count": m.rule_count, "created": m.created,
              "active": bool(active and active.digest == m.digest)}
-            for m in store_for(state).manifests()
+            for m in manifests
         ])
 
     async def show(request: Request) -> Response:
+        config = await live.get()
+        state = config.state_dir
         try:
             return JSONResponse(asdict(store_for(state).resolve(request.path_params["ref"])))
         except BundleError as exc:
             return _error(exc)
 
     async def do_import(request: Request) -> Response:
+        config = await live.get()
+        state = config.state_dir
         body = await _body(request)
         if not isinstance(body.get("source"), str):
             return JSONResponse({"error": "source (a path, archive or https:// URL) is required"}, status_code=400)
@@ -74,6 +85,8 @@ def bundle_routes(config: Config) -> list[Route]:
                             status_code=201 if result.new else 200)
 
     async def activate(request: Request) -> Response:
+        config = await live.get()
+        state = config.state_dir
         body = await _body(request)
         scope = body.get("domain") or GLOBAL
         try:
@@ -86,9 +99,13 @@ def bundle_routes(config: Config) -> list[Route]:
                              "at": entry.at})
 
     async def canary_report(request: Request) -> Response:
+        config = await live.get()
+        state = config.state_dir
         return JSONResponse(await asyncio.to_thread(report, state / "run" / "canary"))
 
     async def promote(request: Request) -> Response:
+        config = await live.get()
+        state = config.state_dir
         body = await _body(request)
         try:
             m = await asyncio.to_thread(promote_canary, state, config.rules, body.get("domain") or GLOBAL,
@@ -98,19 +115,34 @@ def bundle_routes(config: Config) -> list[Route]:
         return JSONResponse({"ref": m.ref, "digest": m.digest})
 
     async def rollback(request: Request) -> Response:
+        config = await live.get()
+        state = config.state_dir
         body = await _body(request)
+        steps = body.get("steps", 1)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            return JSONResponse({"error": "steps must be a whole number of at least 1"}, status_code=400)
         try:
-            entry = activations_for(state).rollback(body.get("domain") or GLOBAL, int(body.get("steps") or 1),
-                                                    str(body.get("reason") or ""), "admin-api")
+            entry = await asyncio.to_thread(activations_for(state).rollback, body.get("domain") or GLOBAL, steps,
+                                            str(body.get("reason") or ""), "admin-api")
+        except BundleError as exc:
+            return _error(exc)
         except (LookupError, ValueError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=422)
         return JSONResponse(asdict(entry))
 
     async def history(request: Request) -> Response:
+        config = await live.get()
+        state = config.state_dir
         scope = request.query_params.get("domain") or GLOBAL
-        return JSONResponse([asdict(e) for e in activations_for(state).history(scope)])
+        try:
+            entries = await asyncio.to_thread(activations_for(state).history, scope)
+        except BundleError as exc:
+            return _error(exc)
+        return JSONResponse([asdict(e) for e in entries])
 
     async def verify(request: Request) -> Response:
+        config = await live.get()
+        state = config.state_dir
         try:
             m, signature = await asyncio.to_thread(verify_bundle, state, config.rules, request.path_params["ref"])
         except BundleNotFound as exc:
@@ -121,6 +153,8 @@ def bundle_routes(config: Config) -> list[Route]:
                              "key_id": signature.key_id if signature else None})
 
     async def compare(request: Request) -> Response:
+        config = await live.get()
+        state = config.state_dir
         store = store_for(state)
         try:
             a, b = store.resolve(request.path_params["a"]), store.resolve(request.path_params["b"])
@@ -129,6 +163,8 @@ def bundle_routes(config: Config) -> list[Route]:
         return JSONResponse({"a": a.ref, "b": b.ref, **asdict(diff(store.path(a), a, store.path(b), b))})
 
     async def export(request: Request) -> Response:
+        config = await live.get()
+        state = config.state_dir
         import tempfile
         from pathlib import Path
 
@@ -143,6 +179,8 @@ def bundle_routes(config: Config) -> list[Route]:
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     async def gc(request: Request) -> Response:
+        config = await live.get()
+        state = config.state_dir
         body = await _body(request)
         removed = await asyncio.to_thread(collect_garbage, config, bool(body.get("dry_run")))
         return JSONResponse({"removed": [m.ref for m in removed], "dry_run": bool(body.get("dry_run"))})

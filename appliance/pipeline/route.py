@@ -1,0 +1,29 @@
+"""What a request is routed to: a domain's route with its upstream pool, limits and pipeline."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from appliance.pipeline.routing import RouteTable
+from appliance.pipeline.runner import Pipeline
+
+if TYPE_CHECKING:
+    from appliance.upstream.pool import UpstreamPool
+    from appliance.upstream.transport import Timeouts
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    domain: str  # the domain's first host, its name in logs and metrics
+    path: str
+    pool: UpstreamPool
+    timeouts: Timeouts
+    max_body_size: int  # 0: no limit
+    preserve_host: bool
+    pipeline: Pipeline
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    name: str
+    routes: RouteTable[Route]
