@@ -7,7 +7,7 @@ a 500 verdict with kind ``error`` (fail closed), never a silent pass.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 from appliance.pipeline.context import RequestContext
 from appliance.pipeline.stage import ResponseHead, Stage, overrides
@@ -19,6 +19,10 @@ log = logging.getLogger("edgeward.pipeline")
 def _error(stage: Stage, ctx: RequestContext) -> Verdict:
     log.exception("stage %s failed on request %s", stage.name, ctx.request_id)
     return Verdict(500, f"{stage.name}.error", kind="error")
+
+
+def _implementing(stages: tuple[Stage, ...], hook: str) -> tuple[Stage, ...]:
+    return tuple(stage for stage in stages if overrides(stage, hook))
 
 
 class Pipeline:
@@ -33,12 +37,11 @@ class Pipeline:
             if stage.section is not None and stage.schema is None:
                 raise TypeError(f"stage {stage.name} reads config section {stage.section!r} but declares no schema")
         self.stages = tuple(stages)
-        pick = lambda hook: tuple(s for s in self.stages if overrides(s, hook))  # noqa: E731
-        self._headers = pick("request_headers")
+        self._headers = _implementing(self.stages, "request_headers")
         self._body = tuple(s for s in self.stages if s.needs_body)
-        self._resp_headers = pick("response_headers")
-        self._resp_body = pick("response_body")
-        self._done = pick("done")
+        self._resp_headers = _implementing(self.stages, "response_headers")
+        self._resp_body = _implementing(self.stages, "response_body")
+        self._done = _implementing(self.stages, "done")
         self.needs_body = bool(self._body)
         self.body_want = max((s.body_want for s in self._body), default=0)
 
@@ -109,6 +112,3 @@ class Pipeline:
             except Exception:
                 log.exception("stage %s failed to close", stage.name)
 
-
-Hook = Callable[[RequestContext], Awaitable[Verdict | None]]
-EMPTY = Pipeline(())

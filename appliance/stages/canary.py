@@ -16,7 +16,7 @@ from typing import Any
 from waf.compiler import CompiledRules
 from waf.inspect import Inspection, Outcome
 
-from appliance.pipeline.stage import RequestContext
+from appliance.pipeline.context import RequestContext
 
 SAMPLES = 5
 _SUMMARY_RULES = {949110, 959100, 980130, 980140}  # CRS's blocking-evaluation and correlation rules

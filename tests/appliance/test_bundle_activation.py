@@ -20,7 +20,8 @@ def bundle(tmp: Path, name: str, word: str) -> str:
     src = tmp / name
     (src / "rules").mkdir(parents=True)
     (src / "rules" / "local.conf").write_text(
-        f'SecRule ARGS:x "@streq {word}" "id:1001,phase:2,deny,status:403,log,msg:\'{word}\'"\n')
+        f'SecRule ARGS:x "@streq {word}" "id:1001,phase:2,deny,status:403,log,msg:\'{word}\'"\n'
+        'SecRule ARGS:y "@streq seen" "id:1002,phase:1,pass,log,msg:\'seen by both\'"\n')
     return src.as_posix()
 
 
@@ -96,23 +97,27 @@ def test_canary_reports_disagreements_then_promotes(app: Appliance) -> None:
     import json
 
     bundle_cli(app, "activate", "local@2", "--canary", "--reason", "try strict")
-    time.sleep(1.0)  # workers pick up the canary
     ids = []
-    for _ in range(6):
-        resp = httpx.get(app.url + "/?x=evil", headers={"Host": "app.example.test"})
-        assert resp.status_code == 200  # the canary never enforces
-        ids.append(resp.headers["x-request-id"])
-    assert httpx.get(app.url + "/?x=fine", headers={"Host": "app.example.test"}).status_code == 200
 
     def report() -> list[dict[str, object]]:
         out = subprocess.run([EDGEWARD, "bundle", "canary-report", "-c", str(app.config), "--json"],
                              capture_output=True, text=True)
         return json.loads(out.stdout)
 
-    until(lambda: any(e["candidate_only_blocks"] >= 6 for e in report()), limit=3)
+    def evil_seen_by_candidate() -> bool:
+        resp = httpx.get(app.url + "/?x=evil&y=seen", headers={"Host": "app.example.test"})
+        assert resp.status_code == 200  # the canary never enforces
+        ids.append(resp.headers["x-request-id"])
+        return any(e["candidate_only_blocks"] >= 6 for e in report())
+
+    until(evil_seen_by_candidate, limit=10)  # workers pick up the canary, then count
+    assert httpx.get(app.url + "/?x=fine", headers={"Host": "app.example.test"}).status_code == 200
+    until(lambda: sum(int(e["requests"]) for e in report()) >= 7, limit=5)  # type: ignore[call-overload]
     entry = next(e for e in report() if e["scope"] == "global")
     assert entry["candidate"] == "local@2" and entry["current"] == "local@1"
     assert entry["current_only_blocks"] == 0 and entry["requests"] >= 7
+    # 1002 matched in both bundles: only 1001 explains the disagreement (the current bundle's matches count)
+    assert set(entry["rules"]) == {"1001"}  # type: ignore[arg-type]
     rule = entry["rules"]["1001"]  # type: ignore[index]
     assert rule["candidate_blocks"] >= 6 and set(rule["samples"]) <= set(ids) and rule["samples"]
     assert entry["extra_cost_percent"] is not None

@@ -8,6 +8,8 @@ import threading
 import time
 from collections.abc import Iterator
 
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -65,8 +67,11 @@ class Traffic:
     def __enter__(self) -> Traffic:
         for t in self.threads:
             t.start()
-        time.sleep(0.5)
+        poll(lambda: len(self.results) >= 10, "traffic did not start")
         return self
+
+    def after(self, moment: float) -> list[tuple[float, int, str]]:
+        return [r for r in list(self.results) if r[0] > moment]
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
@@ -74,11 +79,18 @@ class Traffic:
             t.join()
 
 
+def poll(predicate: object, message: str, limit: float = 10.0) -> None:
+    deadline = time.monotonic() + limit
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, message
+        time.sleep(0.02)
+
+
 def test_reload_under_traffic_switches_every_worker_within_a_second(app: Appliance, upstream_b: Upstream) -> None:
     with Traffic(app) as traffic:
         changed = time.monotonic()
         rewrite(app, domains(upstream_b))
-        time.sleep(2.0)
+        poll(lambda: len(traffic.after(changed + 1.0)) > 20, "no traffic after the switch")
     assert not traffic.errors, traffic.errors[:5]
     assert all(status == 200 for _, status, _ in traffic.results)
     after = [(t, server) for t, _, server in traffic.results if t > changed]
@@ -88,23 +100,28 @@ def test_reload_under_traffic_switches_every_worker_within_a_second(app: Applian
     assert all(s == "B" for t, s in after if t > changed + 1.0)
 
 
-def test_in_flight_request_finishes_on_the_old_config(app: Appliance, upstream_b: Upstream) -> None:
+def test_in_flight_request_finishes_on_the_old_config(app: Appliance, upstream_a: Upstream,
+                                                      upstream_b: Upstream) -> None:
     result: dict[str, httpx.Response] = {}
     slow = threading.Thread(target=lambda: result.setdefault(
-        "r", httpx.get(app.url + "/sleep/1.5", headers={"Host": "app.example.test"}, timeout=10)))
+        "r", httpx.get(app.url + "/sleep/2.5", headers={"Host": "app.example.test"}, timeout=10)))
     slow.start()
-    time.sleep(0.3)
+    poll(lambda: "GET /sleep/2.5" in upstream_a.seen(), "the slow request never reached the upstream")
     rewrite(app, domains(upstream_b))
-    time.sleep(0.8)
-    assert httpx.get(app.url + "/x", headers={"Host": "app.example.test"}).json()["server"] == "B"
+    poll(lambda: httpx.get(app.url + "/x", headers={"Host": "app.example.test"}).json()["server"] == "B",
+         "the new config is not serving", limit=2.0)
+    assert "r" not in result  # still in flight after the switch
     slow.join()
     assert result["r"].status_code == 200 and result["r"].text == "slept A\n"
 
 
 def test_invalid_config_is_refused_and_the_running_one_stays(app: Appliance) -> None:
     with Traffic(app, clients=2) as traffic:
+        refused = app.logs().count("config reload refused")
         app.write_config(app.config.read_text() + "bogus_key: 1\n")
-        time.sleep(1.0)
+        poll(lambda: app.logs().count("config reload refused") >= refused + 2, "both workers refuse it")
+        changed = time.monotonic()
+        poll(lambda: len(traffic.after(changed)) > 10, "traffic stopped")
     assert not traffic.errors and all(s == 200 for _, s, _ in traffic.results)
     assert "config reload refused" in app.logs() and "bogus_key: unknown key" in app.logs()
     resp = httpx.get(app.url + "/", headers={"Host": "app.example.test"})
@@ -120,8 +137,16 @@ def wait_reloads(app: Appliance, count: float) -> None:
         time.sleep(0.1)
 
 
+def fresh_metrics(app: Appliance) -> None:
+    """Wait until every worker has published a snapshot newer than now."""
+    files = (Path(app.config.parent) / "state" / "run" / "metrics").glob
+    since = time.time()
+    poll(lambda: (found := list(files("worker-*.json"))) and all(f.stat().st_mtime > since for f in found)
+         and len(found) >= 2, "workers publish no metrics")
+
+
 def test_sighup_and_cli_reload(app: Appliance) -> None:
-    time.sleep(0.6)
+    fresh_metrics(app)
     base = reloads_applied(app)
     app.proc.send_signal(signal.SIGHUP)
     wait_reloads(app, base + 2)  # both workers
@@ -135,7 +160,10 @@ def test_a_killed_worker_is_replaced_while_others_serve(app: Appliance) -> None:
     target = workers[0]
     with Traffic(app, clients=2, limit=10) as traffic:
         subprocess.run(["kill", "-9", str(target)], check=True)
-        time.sleep(3.0)
+        poll(lambda: target not in app.worker_pids() and len(app.worker_pids()) == len(workers) + len(
+            _listener_masters(app)), "the worker was not replaced")
+        replaced = time.monotonic()
+        poll(lambda: len(traffic.after(replaced)) > 20, "no traffic after the replacement")
     ok = sum(1 for _, s, _ in traffic.results if s == 200)
     assert ok > 50
     # only requests in flight on the killed worker may fail
