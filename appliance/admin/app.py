@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from appliance.config.schema import parse_listen
+from appliance.config.types import parse_listen
 from appliance.admin.bundles import bundle_routes
 from appliance.admin.live import LiveConfig
 from appliance.config.loader import load_config

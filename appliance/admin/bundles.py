@@ -180,7 +180,6 @@ def bundle_routes(live: LiveConfig) -> list[Route]:
 
     async def gc(request: Request) -> Response:
         config = await live.get()
-        state = config.state_dir
         body = await _body(request)
         removed = await asyncio.to_thread(collect_garbage, config, bool(body.get("dry_run")))
         return JSONResponse({"removed": [m.ref for m in removed], "dry_run": bool(body.get("dry_run"))})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from appliance.config.schema import parse_listen
+from appliance.config.types import parse_listen
 
 Loc = tuple[Any, ...]
 _WILDCARDS = {"0.0.0.0", "::"}

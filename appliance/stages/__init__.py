@@ -17,7 +17,8 @@ from waf.compiler import RuleSetCache
 from waf.errors import WafCompileError
 
 from appliance.bundles import canary_for, check_bundle, resolve_for_domain
-from appliance.config.schema import Config, DomainConfig, RouteConfig, WafConfig
+from appliance.config.schema import Config, DomainConfig, RouteConfig
+from appliance.config.waf import WafConfig
 from appliance.observe.metrics import WorkerMetrics
 from appliance.pipeline.stage import Stage, merge_section
 from appliance.stages.accesslog import AccessLogStage

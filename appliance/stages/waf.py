@@ -15,7 +15,7 @@ from waf.compiler import CompiledRules
 from waf.inspect import Decision, Inspection, Outcome
 from waf.policy import Exclusion, Policy
 
-from appliance.config.schema import WafConfig
+from appliance.config.waf import WafConfig
 from appliance.pipeline.context import RequestContext, WafResult
 from appliance.pipeline.stage import ResponseHead, Stage
 from appliance.pipeline.verdict import Outcome as RequestOutcome, Verdict

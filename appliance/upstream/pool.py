@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from appliance.config.schema import UpstreamConfig
+from appliance.config.upstream import UpstreamConfig
 
 
 @dataclass(slots=True)

@@ -124,3 +124,42 @@ def test_bad_waf_directives_report_the_parser_error(tmp_path: Path, crs_state: P
     code, err = check(tmp_path, text)
     assert code == 2
     assert "FILE:9: domains[0].waf: directives:" in err and "SecBogusDirective" in err, err
+
+
+def test_every_problem_is_reported_in_one_run(tmp_path: Path) -> None:
+    """Type errors do not hide cross-field problems (duplicate hosts and routes, listener clashes)."""
+    text = MINIMAL.replace("listen: 127.0.0.1:8080", "workers: two\nlisten: 127.0.0.1:8080").replace(
+        "  listen: 127.0.0.1:8001", "  listen: 0.0.0.0:8080") + (
+        "  - hosts: [app.example.test]\n    upstream: ftp://nope\n"
+        "    routes:\n      - {path: /a}\n      - {path: /a}\n")
+    code, err = check(tmp_path, text)
+    assert code == 2
+    for expected in ("FILE:1: workers: Input should be a valid integer",
+                     "admin.listen: 0.0.0.0:8080 is already used by listen (127.0.0.1:8080)",
+                     "domains[1].hosts[0]: duplicate host 'app.example.test' (also in domains[0])",
+                     "domains[1].upstream.urls: 'ftp://nope' is not an http:// or https:// URL",
+                     "domains[1].routes[1].path: route path '/a' appears twice (also routes[0])"):
+        assert expected in err, err
+
+
+@pytest.mark.parametrize(("public", "admin", "clash"), [
+    ("127.0.0.1:8080", "0.0.0.0:8080", True), ("0.0.0.0:8080", "127.0.0.1:8080", True),
+    ("[::]:8080", "127.0.0.1:8080", True), ("127.0.0.1:8080", "127.0.0.2:8080", False),
+    ("127.0.0.1:8080", "0.0.0.0:8081", False),
+])
+def test_wildcard_listeners_cover_every_address_of_their_port(tmp_path: Path, public: str, admin: str,
+                                                            clash: bool) -> None:
+    from appliance.config.checks import listener_clashes
+
+    problems = listener_clashes({"listen": public, "admin": {"listen": admin}})
+    assert bool(problems) is clash, problems
+
+
+def test_catch_all_host_is_accepted_once(tmp_path: Path) -> None:
+    text = MINIMAL.replace("waf: {mode: block}", "waf: {mode: off}") + (
+        "  - hosts: ['*']\n    upstream: http://127.0.0.1:9002\n")
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert load_config(path).domains[1].hosts == ["*"]
+    code, err = check(tmp_path, text + "  - hosts: ['*']\n    upstream: http://127.0.0.1:9003\n")
+    assert code == 2 and "duplicate host '*'" in err
