@@ -93,12 +93,13 @@ class RuntimeProblems(Exception):
 def compile_runtime(config: Config, generation: int, shared: Shared | None = None) -> Runtime:
     """Build everything a request needs; raise RuntimeProblems if a stage cannot be built."""
     shared = shared or Shared()
+    done = Pipeline(build_done_stages(config, shared))
     entries: list[tuple[str, Domain]] = []
     routes: list[Route] = []
     problems: list[tuple[tuple[object, ...], str]] = []
     for d, domain_cfg in enumerate(config.domains):
         try:
-            domain = _domain(config, domain_cfg, shared)
+            domain = _domain(config, domain_cfg, shared, done)
         except _RouteError as exc:
             loc: tuple[object, ...] = ("domains", d) if exc.route is None else ("domains", d, "routes", exc.route)
             problems.append(((*loc, exc.key), exc.message))
@@ -113,7 +114,7 @@ def compile_runtime(config: Config, generation: int, shared: Shared | None = Non
     })
     resolve = Resolve(HostTable(entries), ClientIPResolver(config.trusted_proxies), config.unknown_host.status,
                       config.unknown_host.body.encode(), config.limits.max_header_size)
-    return Runtime(config, generation, shared, resolve, Pipeline(build_done_stages(config, shared)), routes)
+    return Runtime(config, generation, shared, resolve, done, routes)
 
 
 class _RouteError(Exception):
@@ -121,25 +122,25 @@ class _RouteError(Exception):
         self.route, self.key, self.message = route, key, message
 
 
-def _domain(config: Config, cfg: DomainConfig, shared: Shared) -> Domain:
+def _domain(config: Config, cfg: DomainConfig, shared: Shared, done: Pipeline) -> Domain:
     name = cfg.hosts[0]
     pool = UpstreamPool.from_config(cfg.upstream)
     try:
-        default = _route(config, cfg, RouteConfig(path="/"), name, pool, shared)
+        default = _route(config, cfg, RouteConfig(path="/"), name, pool, shared, done)
     except StageConfigError as exc:
         raise _RouteError(None, exc.key, str(exc)) from exc
     routes = []
     for i, r in enumerate(cfg.routes):
         try:
             upstream = UpstreamPool.from_config(r.upstream) if r.upstream else pool
-            routes.append((r.path, _route(config, cfg, r, name, upstream, shared)))
+            routes.append((r.path, _route(config, cfg, r, name, upstream, shared, done)))
         except StageConfigError as exc:
             raise _RouteError(i, exc.key, str(exc)) from exc
     return Domain(name, RouteTable(routes, default))
 
 
 def _route(config: Config, domain: DomainConfig, cfg: RouteConfig, name: str, pool: UpstreamPool,
-           shared: Shared) -> Route:
+           shared: Shared, done: Pipeline) -> Route:
     t = cfg.timeouts or domain.timeouts or config.timeouts
     body_limit = next(
         v for v in (cfg.max_body_size, domain.max_body_size, config.limits.max_body_size) if v is not None
@@ -151,7 +152,8 @@ def _route(config: Config, domain: DomainConfig, cfg: RouteConfig, name: str, po
         timeouts=Timeouts(t.connect, t.read, t.total),
         max_body_size=body_limit,
         preserve_host=domain.preserve_host,
-        pipeline=Pipeline(build_route_stages(Site(config, domain, cfg, shared))),
+        pipeline=(pipeline := Pipeline(build_route_stages(Site(config, domain, cfg, shared)))),
+        finish=pipeline.done_stages + done.done_stages,
     )
 
 

@@ -21,7 +21,7 @@ from appliance.http.responses import send_local
 from appliance.observe.metrics import write_snapshot
 from appliance.pipeline.body import ClientGone, read_body
 from appliance.pipeline.context import RequestContext
-from appliance.pipeline.runner import Pipeline
+from appliance.pipeline.runner import Pipeline, finish
 from appliance.pipeline.verdict import Outcome, Verdict
 from appliance.reloader import ConfigWatcher
 from appliance.runtime import Runtime, compile_runtime
@@ -82,6 +82,7 @@ class EdgewardApp:
         if self.runtime is not None:
             self.runtime.retire()
             await self.runtime.closed()
+        await self.proxy.close()
         await self.transport.close()
         await self.websockets.close()
         await asyncio.to_thread(self._write_snapshots, *self._snapshots())
@@ -183,9 +184,7 @@ class EdgewardApp:
                 with contextlib.suppress(Exception):
                     await _refuse(ctx, Verdict(500, "internal_error", kind="error"), send, outcome)
         finally:
-            if route is not None:
-                route.pipeline.done(ctx, outcome)
-            runtime.done.done(ctx, outcome)
+            finish(route.finish if route is not None else runtime.done.done_stages, ctx, outcome)
             runtime.leave()
 
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from appliance.pipeline.routing import RouteTable
 from appliance.pipeline.runner import Pipeline
+from appliance.pipeline.stage import Stage
 
 if TYPE_CHECKING:
     from appliance.upstream.pool import UpstreamPool
@@ -21,6 +22,7 @@ class Route:
     max_body_size: int  # 0: no limit
     preserve_host: bool
     pipeline: Pipeline
+    finish: tuple[Stage, ...]  # the done hooks every request on this route reaches: its own, then global ones
 
 
 @dataclass(frozen=True, slots=True)

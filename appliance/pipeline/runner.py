@@ -25,6 +25,16 @@ def _implementing(stages: tuple[Stage, ...], hook: str) -> tuple[Stage, ...]:
     return tuple(stage for stage in stages if overrides(stage, hook))
 
 
+def finish(stages: tuple[Stage, ...], ctx: RequestContext, outcome: Outcome) -> None:
+    """Run ``done`` hooks. Every consumer runs, even if one fails: a broken metric must not lose
+    the audit record."""
+    for stage in stages:
+        try:
+            stage.done(ctx, outcome)
+        except Exception:
+            log.exception("stage %s failed in done() on request %s", stage.name, ctx.request_id)
+
+
 class Pipeline:
     """The compiled stage list of one route (or the global front and done stages)."""
 
@@ -93,13 +103,12 @@ class Pipeline:
                 return verdict
         return None
 
+    @property
+    def done_stages(self) -> tuple[Stage, ...]:
+        return self._done
+
     def done(self, ctx: RequestContext, outcome: Outcome) -> None:
-        """Every consumer runs, even if one fails: a broken metric must not lose the audit record."""
-        for stage in self._done:
-            try:
-                stage.done(ctx, outcome)
-            except Exception:
-                log.exception("stage %s failed in done() on request %s", stage.name, ctx.request_id)
+        finish(self._done, ctx, outcome)
 
     async def start(self) -> None:
         for stage in self.stages:

@@ -37,9 +37,8 @@ class AccessLogStage(Stage):
         await self.log.close()
 
     def done(self, ctx: RequestContext, outcome: Outcome) -> None:
-        self.log.write({
-            "request_id": ctx.request_id, "domain": ctx.domain, "route": ctx.route.path if ctx.route else "-",
-            "client_ip": ctx.client_ip, "method": ctx.method, "path": ctx.scope["path"], "status": outcome.status,
-            "bytes": outcome.sent, "duration_ms": round((time.perf_counter() - ctx.started) * 1000, 3),
-            "upstream": outcome.upstream, "verdict": outcome.verdict, "reason": outcome.reason,
-        })
+        route = ctx.route
+        self.log.write(
+            ctx.request_id, ctx.domain, route.path if route is not None else "-", ctx.client_ip, ctx.method,
+            ctx.scope["path"], outcome.status, outcome.sent, (time.perf_counter() - ctx.started) * 1000,
+            outcome.upstream, outcome.verdict, outcome.reason)
