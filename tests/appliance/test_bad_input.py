@@ -35,7 +35,7 @@ CASES = [
     ("oversized header", b"GET /m4 HTTP/1.1\r\nHost: app.example.test\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431, True),
     ("many headers", b"GET /m5 HTTP/1.1\r\nHost: app.example.test\r\n" + b"X-A: 12345678901234567890\r\n" * 400 + b"\r\n", 431, False),
     ("garbage request line", b"GARBAGE /m6\r\n\r\n", 400, False),
-    ("bad version", b"GET /m7 HTTP/9.9\r\nHost: app.example.test\r\n\r\n", 0, False),
+    ("bad version", b"GET /m7 HTTP/9.9\r\nHost: app.example.test\r\n\r\n", 400, False),
     ("space in header name", b"GET /m8 HTTP/1.1\r\nHost: app.example.test\r\nBad Header: x\r\n\r\n", 400, False),
     ("duplicate content-length", b"POST /m9 HTTP/1.1\r\nHost: app.example.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400, False),
     ("non-numeric content-length", b"POST /m10 HTTP/1.1\r\nHost: app.example.test\r\nContent-Length: abc\r\n\r\n", 400, False),
@@ -49,23 +49,22 @@ def test_malformed_request_is_refused_and_not_forwarded(
 ) -> None:
     path = request_bytes.split(b" ")[1].decode(errors="replace").rsplit("/", 1)[-1]
     out = raw_request(app.port, request_bytes, timeout=1.5)
-    if status:
-        assert status_of(out) == status, out[:300]
-    else:  # the parser may just close the connection
-        assert status_of(out) in (0, 400, 505), out[:300]
-    assert b"Traceback" not in out and status_of(out) != 500
+    assert status_of(out) == status, out[:300]
+    assert b"Traceback" not in out
     if own:
         assert has_request_id(out), out[:300]
     assert not any(line.endswith("/" + path) for line in upstream_a.seen()), f"{case} reached the upstream"
 
 
 def test_cl_te_smuggling_never_desyncs_the_upstream(app: Appliance, upstream_a: Upstream) -> None:
-    """CL and TE together: the body is read as chunked, Content-Length is never forwarded, and the
-    bytes after the chunked terminator are never forwarded as a request of their own."""
+    """CL and TE together: the server (hyper) drops Content-Length and reads the body as chunked, so
+    the request is answered (200) with an empty body; the bytes after the chunked terminator are
+    never forwarded as a request of their own."""
     smuggle = (b"POST /cl-te HTTP/1.1\r\nHost: app.example.test\r\nContent-Length: 60\r\n"
                b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled-cl-te HTTP/1.1\r\nHost: app.example.test\r\n\r\n")
     out = raw_request(app.port, smuggle, timeout=1.5)
-    assert status_of(out) in (200, 400)
+    assert status_of(out) == 200
+    assert b'"body_bytes": 0' in out
     assert not any("smuggled-cl-te" in line for line in upstream_a.seen())
 
 
@@ -74,7 +73,8 @@ def test_te_cl_smuggling(app: Appliance, upstream_a: Upstream) -> None:
     smuggle = (b"POST /te-cl HTTP/1.1\r\nHost: app.example.test\r\nTransfer-Encoding: chunked\r\n"
                b"Content-Length: 4\r\n\r\n" + f"{len(inner):x}".encode() + b"\r\n" + inner + b"\r\n0\r\n\r\n")
     out = raw_request(app.port, smuggle, timeout=1.5)
-    assert status_of(out) in (200, 400)
+    assert status_of(out) == 200
+    assert f'"body_bytes": {len(inner)}'.encode() in out  # the inner request is body, never a request
     assert not any("smuggled-te-cl" in line for line in upstream_a.seen())
 
 
@@ -82,7 +82,7 @@ def test_obfuscated_transfer_encoding(app: Appliance, upstream_a: Upstream) -> N
     smuggle = (b"POST /te-obf HTTP/1.1\r\nHost: app.example.test\r\nContent-Length: 50\r\n"
                b"Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\nGET /smuggled-obf HTTP/1.1\r\nHost: x\r\n\r\n")
     out = raw_request(app.port, smuggle, timeout=1.5)
-    assert status_of(out) in (400, 501)
+    assert status_of(out) == 400
     assert not any("smuggled-obf" in line or "te-obf" in line for line in upstream_a.seen())
 
 
