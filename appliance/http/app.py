@@ -12,11 +12,12 @@ import faulthandler
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from appliance.config.loader import load_config
 from appliance.config.schema import Config
-from appliance.http.proxy import Proxy, deny_websocket
+from appliance.http.proxy import Proxy, answer_client_gone, deny_websocket
 from appliance.http.responses import send_local
 from appliance.observe.metrics import write_snapshot
 from appliance.pipeline.body import ClientGone, read_body
@@ -33,6 +34,7 @@ from appliance.upstream.transport import Transport, WebSocketConnector
 
 log = logging.getLogger("edgeward.app")
 
+EXECUTOR_THREADS = 4
 _MESSAGES = {431: "Request headers too large", 413: "Request body too large"}
 
 
@@ -68,6 +70,10 @@ class EdgewardApp:
             log.info("config generation %d is serving", runtime.generation)
 
     async def _startup(self) -> None:
+        # File work (config loads, compiles, log writes, snapshots) runs in a small fixed pool: the
+        # thread count of a worker is bounded whatever happens to reloads or slow log readers.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=EXECUTOR_THREADS, thread_name_prefix="edgeward-io"))
         config = await asyncio.to_thread(load_config, self.config_path)
         await self.apply(await asyncio.to_thread(self.build, config, 1))
         watcher = ConfigWatcher(self.config_path, config, self.build, self.apply, self.shared.metrics.reload)
@@ -172,8 +178,8 @@ class EdgewardApp:
                 await self.proxy.http(ctx, route, send, outcome)
             if ctx.would_block and outcome.verdict == "allow":
                 outcome.verdict = "detect"
-        except ClientGone:
-            outcome.status, outcome.reason = 499, "client_gone"
+        except ClientGone:  # the body broke its framing, or the client left: answer in case it is there
+            await answer_client_gone(send, ctx, outcome)
         except Exception as exc:
             outcome.verdict = "error"
             if outcome.started:  # the response is under way: the server drops the connection

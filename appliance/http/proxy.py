@@ -166,7 +166,7 @@ async def _local(send: Send, ctx: RequestContext, outcome: Outcome, status: int,
     outcome.sent = await send_local(send, status, ctx.request_id, ctx.accept, message)
 
 
-async def _client_gone(send: Send, ctx: RequestContext, outcome: Outcome) -> None:
+async def answer_client_gone(send: Send, ctx: RequestContext, outcome: Outcome) -> None:
     """The body ended early or broke its framing (the server reports both as a disconnect). Answer
     400 in case the client is still there; log 499 as nginx does for a client that went away."""
     with contextlib.suppress(Exception):
@@ -238,7 +238,7 @@ class Proxy:
             try:
                 await read_body(ctx, PREFETCH)
             except ClientGone:
-                return await _client_gone(send, ctx, outcome)
+                return await answer_client_gone(send, ctx, outcome)
             if route.max_body_size and len(ctx.body) > route.max_body_size:
                 return await _local(send, ctx, outcome, 413, "request.body_too_large", "Request body too large")
             if ctx.body_complete and not ctx.body and length is None:
@@ -271,7 +271,7 @@ class Proxy:
                 except BodyTooLarge:
                     return await _local(send, ctx, outcome, 413, "request.body_too_large", "Request body too large")
                 except ClientGone:
-                    return await _client_gone(send, ctx, outcome)
+                    return await answer_client_gone(send, ctx, outcome)
                 except UpstreamError as exc:
                     pool.failed(target)
                     if isinstance(exc, UpstreamConnectError) and attempt + 1 < attempts:

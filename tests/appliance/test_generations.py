@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from appliance.http.app import EXECUTOR_THREADS
+
 from ..harness import Appliance, Upstream, start_appliance, stop
 
 
@@ -75,5 +77,6 @@ def test_fifty_reloads_leave_no_descriptors_sockets_or_threads(app: Appliance) -
         files, sockets, threads = after[pid]
         assert files <= before[pid][0], (before[pid], after[pid])  # each generation's access log closed
         assert sockets <= before[pid][1] + 2, (before[pid], after[pid])  # at most the keep-alive pool's churn
-        assert threads <= before[pid][2], (before[pid], after[pid])
+        # the worker's I/O pool may still grow to its fixed size; a leak per generation would add 50
+        assert threads - before[pid][2] < EXECUTOR_THREADS, (before[pid], after[pid])
     assert Path(app.access_log).exists()

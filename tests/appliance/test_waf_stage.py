@@ -294,3 +294,13 @@ def _try(call: object) -> object:
         return call().status_code  # type: ignore[operator]
     except httpx.HTTPError as exc:
         return exc
+
+
+def test_declared_body_over_the_waf_limit_is_refused_before_reading(app: Appliance) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", app.port), 5) as s:
+        s.sendall(b"POST /form HTTP/1.1\r\nHost: limit.test\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                  b"Content-Length: 5000000\r\nExpect: 100-continue\r\nUser-Agent: t\r\nAccept: */*\r\n\r\n")
+        head = s.recv(4096)
+    assert head.startswith(b"HTTP/1.1 413"), head[:200]  # no 100 Continue first, no body read
