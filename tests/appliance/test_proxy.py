@@ -102,12 +102,15 @@ def test_forwarding_headers_and_request_id(app: Appliance) -> None:
 
 def test_trusted_proxy_keeps_request_id_and_client_ip(app: Appliance) -> None:
     req = (b"GET /trusted HTTP/1.1\r\nHost: app.example.test\r\nX-Forwarded-For: 6.6.6.6, 198.51.100.7\r\n"
+           b"Forwarded: for=198.51.100.7\r\nX-Real-IP: 6.6.6.6\r\n"
            b"X-Request-Id: from-the-lb-123\r\nConnection: close\r\n\r\n")
     out = raw_request(app.port, req, source="127.0.0.2")
     head, _, body = out.partition(b"\r\n\r\n")
     assert b"x-request-id: from-the-lb-123" in head.lower()
     data = json.loads(body)
     assert header(data, "X-Forwarded-For") == ["6.6.6.6, 198.51.100.7, 127.0.0.2"]
+    assert header(data, "Forwarded") == ['for=198.51.100.7, for=127.0.0.2;proto=http;host="app.example.test"']
+    assert header(data, "X-Real-IP") == ["198.51.100.7"]  # the resolved client, never the one sent
     record = app.access_record("from-the-lb-123")
     assert record["client_ip"] == "198.51.100.7"
 
