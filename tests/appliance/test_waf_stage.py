@@ -224,6 +224,16 @@ def test_http2_bodies_without_a_length_reach_the_upstream_whole(app: Appliance) 
     assert resp.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
 
 
+def test_chunked_http1_bodies_are_inspected_and_forwarded_whole(app: Appliance) -> None:
+    attack = f"a=1&q={SQLI}".encode()
+    headers = {"Host": "block.test", "Content-Type": "application/x-www-form-urlencoded", "User-Agent": "t", "Accept": "*/*"}
+    resp = httpx.post(app.url + "/form", content=_chunks(attack, 4), headers=headers, timeout=10)
+    assert resp.status_code == 403
+    benign = b"a=" + b"x" * 100_000
+    resp = httpx.post(app.url + "/form", content=_chunks(benign), headers=headers, timeout=10)
+    assert resp.status_code == 200 and resp.json()["body_bytes"] == len(benign)
+
+
 def test_http2_bodies_without_a_length_are_inspected(app: Appliance) -> None:
     attack = f"a=1&q={SQLI}".encode()
     with httpx.Client(http1=False, http2=True, timeout=10) as client:
