@@ -74,10 +74,16 @@ class Collected:
         return self
 
     def filter(self, include: list[str], exclude: list[str]) -> Collected:
-        """Keep files matching any ``include`` glob (all when none) and no ``exclude`` glob."""
+        """Keep files matching any ``include`` glob (all when none) and no ``exclude`` glob. A glob
+        matches the stored path (``rules/REQUEST-942-*.conf``) or the file name alone
+        (``REQUEST-942-*``); one that matches no file is an error, never a silent no-op."""
+        unused = [g for g in include + exclude if not any(_matches(rel, g) for rel in self.files)]
+        if unused:
+            raise BundleSourceError(
+                f"--include/--exclude pattern(s) match no file: {', '.join(unused)} "
+                f"(files look like {', '.join(sorted(self.files)[:3])})")
         for rel in list(self.files):
-            if (include and not any(fnmatch.fnmatch(rel, g) for g in include)) or any(
-                    fnmatch.fnmatch(rel, g) for g in exclude):
+            if (include and not any(_matches(rel, g) for g in include)) or any(_matches(rel, g) for g in exclude):
                 del self.files[rel]
                 self.excluded[rel] = "left out by --include/--exclude"
         return self
@@ -87,6 +93,10 @@ class Collected:
             m for path in self.load_order for m in _CRS_VERSION.findall(self.files[path].decode("utf-8", "replace"))
         )
         return found.most_common(1)[0][0] if found else None
+
+
+def _matches(rel: str, pattern: str) -> bool:
+    return fnmatch.fnmatch(rel, pattern) or fnmatch.fnmatch(rel.rsplit("/", 1)[-1], pattern)
 
 
 def collect(

@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from appliance.config.types import Duration, FilePath, Listen, Size, Strict, parse_listen
@@ -115,6 +116,13 @@ class RulesConfig(Strict):
                 raise ValueError(str(exc)) from None
             out.append(value)
         return out
+
+    @model_validator(mode="after")
+    def _signers(self) -> RulesConfig:
+        if self.require_signature and not self.trusted_keys:
+            raise ValueError("require_signature needs trusted_keys: without them a bundle signed by any fresh key "
+                             "would be accepted")
+        return self
 
 
 class LimitsConfig(Strict):

@@ -163,3 +163,8 @@ def test_catch_all_host_is_accepted_once(tmp_path: Path) -> None:
     assert load_config(path).domains[1].hosts == ["*"]
     code, err = check(tmp_path, text + "  - hosts: ['*']\n    upstream: http://127.0.0.1:9003\n")
     assert code == 2 and "duplicate host '*'" in err
+
+
+def test_require_signature_without_trusted_keys_is_refused(tmp_path: Path) -> None:
+    code, err = check(tmp_path, MINIMAL.replace("{mode: block}", "{mode: off}") + "rules: {require_signature: true}\n")
+    assert code == 2 and "FILE:10: rules: require_signature needs trusted_keys" in err, err

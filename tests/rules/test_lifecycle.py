@@ -88,6 +88,12 @@ def test_include_and_exclude_globs(tmp_path: Path) -> None:
     (src / "rules" / "RESPONSE-950-LEAKS.conf").write_text('SecRule RESPONSE_BODY "@contains x" "id:950001,phase:4,pass"\n')
     m = import_bundle(tmp_path / "state", src, exclude=["rules/RESPONSE-*"]).manifest
     assert "rules/RESPONSE-950-LEAKS.conf" not in m.files and 950001 not in m.rule_ids
+    by_name = import_bundle(tmp_path / "state2", src, exclude=["RESPONSE-950-*"]).manifest  # the file name alone
+    assert by_name.digest == m.digest
+    with pytest.raises(BundleSourceError, match="match no file: REQUEST-942-"):
+        import_bundle(tmp_path / "state3", src, exclude=["REQUEST-942-*"])
+    with pytest.raises(BundleSourceError, match="match no file: nothing/\\*"):
+        import_bundle(tmp_path / "state4", src, include=["nothing/*"])
 
 
 MALICIOUS = [
