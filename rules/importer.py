@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .archive import download, is_archive, unpack
+from .confine import outside_references
 from .errors import BundleSourceError
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
@@ -106,7 +107,9 @@ def collect(
     """Collect a bundle from a directory, an archive or a pinned https:// URL, with plugins and the
     operator's extra rule files; return it with the plugin names. ``workdir`` is scratch space."""
     root = _materialise(source, workdir / "source", sha256)
-    out = collect_directory(root, finish=False)
+    # An archive or a download is confined to itself; a local directory is the operator's own
+    # choice, and Debian's owasp-crs.load includes /etc/modsecurity/crs/ on purpose.
+    out = collect_directory(root, finish=False, confined=root.is_relative_to(workdir))
     plugin_names = []
     for i, plugin in enumerate(plugins or []):
         plugin_root = _materialise(plugin, workdir / f"plugin{i}", None)
@@ -122,6 +125,9 @@ def collect(
             raise BundleSourceError(f"{extra}: --extra takes a .conf file")
         out.add(f"extra/{path.name}", path)
     out.filter(include or [], exclude or [])
+    problems = outside_references(out.files)
+    if problems:
+        raise BundleSourceError("the bundle names files outside itself:\n  " + "\n  ".join(problems))
     return out.finish(), plugin_names
 
 
@@ -139,7 +145,8 @@ def _materialise(source: str, scratch: Path, sha256: str | None) -> Path:
     raise BundleSourceError(f"{source}: not a directory, a .tar.gz/.tgz/.tar/.zip archive or an https:// URL")
 
 
-def collect_directory(source: Path, finish: bool = True) -> Collected:
+def collect_directory(source: Path, finish: bool = True, confined: bool = False) -> Collected:
+    """``confined``: what ``owasp-crs.load`` includes must lie inside ``source`` (archives)."""
     if not source.is_dir():
         raise BundleSourceError(f"{source}: not a directory")
     out = Collected()
@@ -163,6 +170,8 @@ def collect_directory(source: Path, finish: bool = True) -> Collected:
                 raise BundleSourceError(f"{load}: included file {pattern} does not exist")
             for match in matches:
                 path = Path(match)
+                if confined and not path.resolve().is_relative_to(source.resolve()):
+                    raise BundleSourceError(f"{load.name}: {pattern} names a file outside the archive ({match})")
                 rel = "crs-setup.conf" if path.name.startswith("crs-setup.conf") else f"rules/{path.name}"
                 out.add(rel, path)
                 for data in path.parent.glob("*.data"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -42,6 +43,15 @@ async def _body(request: Request) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _importable(source: str, import_dirs: list[Path]) -> bool:
+    """A URL goes through the importer's own checks (https and a pinned sha256); a server-local
+    path only from the directories the operator listed, so an API token cannot read host files."""
+    if "://" in source:
+        return True
+    path = Path(source).resolve()
+    return any(path.is_relative_to(d.resolve()) for d in import_dirs)
+
+
 def bundle_routes(live: LiveConfig) -> list[Route]:
     """Every handler reads the current config (state_dir and rules.* follow a reload) and does
     its file work, including waiting for the activation lock, in a thread."""
@@ -74,6 +84,8 @@ def bundle_routes(live: LiveConfig) -> list[Route]:
         body = await _body(request)
         if not isinstance(body.get("source"), str):
             return JSONResponse({"error": "source (a path, archive or https:// URL) is required"}, status_code=400)
+        if not _importable(body["source"], config.rules.import_dirs):
+            return JSONResponse({"error": "a server-local source must lie inside rules.import_dirs"}, status_code=403)
         try:
             result = await asyncio.to_thread(
                 import_bundle, state, body["source"], body.get("name"), body.get("version"),
@@ -166,7 +178,6 @@ def bundle_routes(live: LiveConfig) -> list[Route]:
         config = await live.get()
         state = config.state_dir
         import tempfile
-        from pathlib import Path
 
         with tempfile.TemporaryDirectory() as tmp:
             try:

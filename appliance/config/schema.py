@@ -99,6 +99,7 @@ class RulesConfig(Strict):
 
     require_signature: bool = False
     trusted_keys: list[str] = []  # PEM public key files (relative to the config) or base64 raw keys
+    import_dirs: list[FilePath] = []  # server-local paths the admin API may import from (none: only https URLs)
 
     @field_validator("trusted_keys")
     @classmethod

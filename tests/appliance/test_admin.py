@@ -66,3 +66,21 @@ def test_admin_follows_a_changed_token_without_a_restart(app: Appliance, upstrea
         assert time.monotonic() < deadline, "the admin plane still uses the old token variable"
         time.sleep(0.05)
     assert json.loads(httpx.get(app.admin + "/api/bundles", headers=TOKEN).text)["error"] == "admin token not configured"
+
+
+def test_api_imports_server_paths_only_from_import_dirs(app: Appliance, tmp_path: Path) -> None:
+    allowed = tmp_path / "imports"
+    source = Path(bundle(allowed, "three", "worst"))
+    outside = Path(bundle(tmp_path / "elsewhere", "four", "nope"))
+    refused = httpx.post(app.admin + "/api/bundles/import", headers=TOKEN, json={"source": str(source)})
+    assert refused.status_code == 403 and "import_dirs" in refused.json()["error"]
+    app.write_config(app.config.read_text() + f"rules: {{import_dirs: [{allowed}]}}\n")
+    deadline = time.monotonic() + 5
+    while (resp := httpx.post(app.admin + "/api/bundles/import", headers=TOKEN,
+                              json={"source": str(source), "name": "three", "version": "1"})).status_code == 403:
+        assert time.monotonic() < deadline, "the admin plane did not pick up rules.import_dirs"
+        time.sleep(0.05)
+    assert resp.status_code == 201 and resp.json()["ref"] == "three@1"
+    escape = httpx.post(app.admin + "/api/bundles/import", headers=TOKEN,
+                        json={"source": f"{allowed}/../elsewhere/{outside.name}"})
+    assert escape.status_code == 403
