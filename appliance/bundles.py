@@ -102,6 +102,23 @@ def resolve_for_domain(
     return manifest, store.path(manifest)
 
 
+def domain_scope(config: Config, host: object) -> str:
+    """The activation scope a ``--domain`` names: the global one when absent, else the configured
+    domain that has this host (any of its hosts, wildcards written as in the config), by its first
+    host, so the activation applies to the whole domain. A host no domain has is an error, never a
+    silently unused activation."""
+    if not host:
+        return GLOBAL
+    if not isinstance(host, str):
+        raise BundleError("domain must be a host name")
+    name = host.strip().lower().rstrip(".")
+    for domain in config.domains:
+        if name in domain.hosts:
+            return domain.hosts[0]
+    known = ", ".join(d.hosts[0] for d in config.domains)
+    raise BundleError(f"no configured domain has host {host!r} (domains: {known})")
+
+
 def activate_bundle(config_state: Path, rules: RulesConfig, ref: str, scope: str, reason: str, by: str | None = None) -> tuple[Manifest, Activation]:
     """Verify (files and signature) and record the activation; workers switch within a second."""
     store = store_for(config_state)

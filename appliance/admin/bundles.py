@@ -11,7 +11,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from rules.activation import GLOBAL
 from rules.diff import diff
 from rules.errors import ActivationsCorrupt, BundleError, BundleNotFound
 
@@ -20,6 +19,7 @@ from appliance.bundles import (
     activations_for,
     canary_scope,
     collect_garbage,
+    domain_scope,
     export_bundle,
     import_bundle,
     promote_canary,
@@ -100,8 +100,8 @@ def bundle_routes(live: LiveConfig) -> list[Route]:
         config = await live.get()
         state = config.state_dir
         body = await _body(request)
-        scope = body.get("domain") or GLOBAL
         try:
+            scope = domain_scope(config, body.get("domain"))
             m, entry = await asyncio.to_thread(
                 activate_bundle, state, config.rules, request.path_params["ref"],
                 canary_scope(scope) if body.get("canary") else scope, str(body.get("reason") or ""), "admin-api")
@@ -120,7 +120,7 @@ def bundle_routes(live: LiveConfig) -> list[Route]:
         state = config.state_dir
         body = await _body(request)
         try:
-            m = await asyncio.to_thread(promote_canary, state, config.rules, body.get("domain") or GLOBAL,
+            m = await asyncio.to_thread(promote_canary, state, config.rules, domain_scope(config, body.get("domain")),
                                         str(body.get("reason") or ""), "admin-api")
         except BundleError as exc:
             return _error(exc)
@@ -134,7 +134,7 @@ def bundle_routes(live: LiveConfig) -> list[Route]:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             return JSONResponse({"error": "steps must be a whole number of at least 1"}, status_code=400)
         try:
-            entry = await asyncio.to_thread(activations_for(state).rollback, body.get("domain") or GLOBAL, steps,
+            entry = await asyncio.to_thread(activations_for(state).rollback, domain_scope(config, body.get("domain")), steps,
                                             str(body.get("reason") or ""), "admin-api")
         except BundleError as exc:
             return _error(exc)
@@ -145,8 +145,8 @@ def bundle_routes(live: LiveConfig) -> list[Route]:
     async def history(request: Request) -> Response:
         config = await live.get()
         state = config.state_dir
-        scope = request.query_params.get("domain") or GLOBAL
         try:
+            scope = domain_scope(config, request.query_params.get("domain"))
             entries = await asyncio.to_thread(activations_for(state).history, scope)
         except BundleError as exc:
             return _error(exc)

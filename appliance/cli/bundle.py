@@ -64,14 +64,13 @@ def cmd_bundle_show(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle_activate(args: argparse.Namespace) -> int:
-    from rules.activation import GLOBAL
     from rules.errors import BundleError
 
-    from appliance.bundles import activate_bundle, canary_scope
+    from appliance.bundles import activate_bundle, canary_scope, domain_scope
 
     config = load(args)
-    scope = args.domain or GLOBAL
     try:
+        scope = domain_scope(config, args.domain)
         m, entry = activate_bundle(config.state_dir, config.rules, args.ref,
                                    canary_scope(scope) if args.canary else scope, args.reason)
     except BundleError as exc:
@@ -103,14 +102,13 @@ def cmd_bundle_canary_report(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle_promote(args: argparse.Namespace) -> int:
-    from rules.activation import GLOBAL
     from rules.errors import BundleError
 
-    from appliance.bundles import promote_canary
+    from appliance.bundles import domain_scope, promote_canary
 
     config = load(args)
     try:
-        m = promote_canary(config.state_dir, config.rules, args.domain or GLOBAL, args.reason)
+        m = promote_canary(config.state_dir, config.rules, domain_scope(config, args.domain), args.reason)
     except BundleError as exc:
         print(f"promote refused: {exc}", file=sys.stderr)
         return 1
@@ -222,16 +220,18 @@ def cmd_bundle_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle_rollback(args: argparse.Namespace) -> int:
-    from rules.activation import GLOBAL
+    from rules.errors import BundleError
 
-    from appliance.bundles import activations_for
+    from appliance.bundles import activations_for, domain_scope
 
+    config = load(args)
     try:
-        entry = activations_for(state_dir(args)).rollback(args.domain or GLOBAL, args.steps, args.reason)
-    except (LookupError, ValueError) as exc:
+        scope = domain_scope(config, args.domain)
+        entry = activations_for(config.state_dir).rollback(scope, args.steps, args.reason)
+    except (BundleError, LookupError, ValueError) as exc:
         print(f"rollback refused: {exc}", file=sys.stderr)
         return 1
-    emit(args, {"scope": args.domain or GLOBAL, "ref": entry.ref, "digest": entry.digest, "at": entry.at},
+    emit(args, {"scope": scope, "ref": entry.ref, "digest": entry.digest, "at": entry.at},
            f"{args.domain or 'all domains'} now run {entry.ref}" + (f" ({entry.digest[:12]})" if entry.digest else ""))
     return 0
 
@@ -239,11 +239,10 @@ def cmd_bundle_rollback(args: argparse.Namespace) -> int:
 def cmd_bundle_history(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from rules.activation import GLOBAL
+    from appliance.bundles import activations_for, domain_scope
 
-    from appliance.bundles import activations_for
-
-    for entry in activations_for(state_dir(args)).history(args.domain or GLOBAL):
+    config = load(args)
+    for entry in activations_for(config.state_dir).history(domain_scope(config, args.domain)):
         emit(args, asdict(entry), f"{entry.at}  {entry.ref:20} {entry.digest[:12] or '(global)':12}  {entry.by:10} {entry.reason}")
     return 0
 

@@ -32,7 +32,7 @@ def app(tmp_path: Path, upstream_a: Upstream) -> Iterator[Appliance]:
     import_bundle(state, bundle(tmp_path, "strict", "evil"), "local", "2")
     activations_for(state).activate(lenient.digest, lenient.ref, reason="start")
     domains = (f"  - hosts: [app.example.test]\n    upstream: {upstream_a.url}\n    waf: {{mode: block}}\n"
-               f"  - hosts: [other.test]\n    upstream: {upstream_a.url}\n    waf: {{mode: block}}\n")
+               f"  - hosts: [other.test, \"*.other.test\"]\n    upstream: {upstream_a.url}\n    waf: {{mode: block}}\n")
     appliance = start_appliance(tmp_path, domains, state_dir=state)
     yield appliance
     stop(appliance.proc)
@@ -73,6 +73,24 @@ def test_activation_per_domain(app: Appliance) -> None:
     assert evil(app, "app.example.test") == 200
     bundle_cli(app, "rollback", "--domain", "other.test")
     until(lambda: evil(app, "other.test") == 200)
+
+
+def test_activation_by_any_host_applies_to_the_whole_domain(app: Appliance) -> None:
+    bundle_cli(app, "activate", "local@2", "--domain", "*.other.test")  # the domain's second host
+    until(lambda: evil(app, "other.test") == 403 and evil(app, "www.other.test") == 403)
+    assert evil(app, "app.example.test") == 200
+
+
+def test_activation_for_a_host_no_domain_has_is_refused(app: Appliance) -> None:
+    out = subprocess.run([EDGEWARD, "bundle", "activate", "-c", str(app.config), "local@2", "--domain", "othr.test"],
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and "no configured domain has host 'othr.test'" in out.stderr
+    api = httpx.post(app.admin + "/api/bundles/local@2/activate", json={"domain": "othr.test"},
+                     headers={"Authorization": "Bearer test-admin-token"})
+    assert api.status_code == 422 and "no configured domain" in api.json()["error"]
+    history = subprocess.run([EDGEWARD, "bundle", "history", "-c", str(app.config), "--domain", "othr.test"],
+                             capture_output=True, text=True)
+    assert history.returncode == 1 and "no configured domain" in history.stderr
 
 
 def test_admin_api_activation(app: Appliance) -> None:
