@@ -191,6 +191,7 @@ def collect_garbage(config: Config, dry_run: bool = False) -> list[Manifest]:
             pass  # a pin that resolves to nothing keeps nothing
     removed = [m for m in store.manifests() if m.digest not in keep]
     if not dry_run:
-        for m in removed:
-            shutil.rmtree(store.path(m))
+        for digest in {m.digest for m in removed}:
+            shutil.rmtree(store.root / digest, ignore_errors=True)
+        store.forget({m.digest for m in removed})
     return removed

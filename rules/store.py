@@ -2,19 +2,27 @@
 
 Each bundle is ``<digest>/manifest.json`` plus its files. A bundle is written to a temporary
 directory and renamed into place, so a reader never sees half a bundle.
+
+References (``name@version``) live in ``refs.json``, one list of digests per reference (newest last),
+written under a lock. Importing content that is already stored under another name adds that name
+as an alias of the same digest, and concurrent imports each keep the reference they reported.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import fcntl
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import BundleCompileError, BundleCorrupt, BundleNotFound
 from .importer import Collected
-from .manifest import Manifest, content_digest, file_sha256, rule_ids
+from .manifest import DIGEST_FORMAT, Manifest, content_digest, file_sha256, rule_ids
 
 Preflight = Callable[[Path, list[str]], tuple[str, str | None]]  # (dir, load order) -> (engine, error)
 
@@ -29,10 +37,10 @@ class BundleStore:
     ) -> tuple[Manifest, bool]:
         """Store the bundle unless identical content is there; return (manifest, whether it is new)."""
         hashes = {path: file_sha256(data) for path, data in collected.files.items()}
-        digest = content_digest(hashes)
+        digest = content_digest(hashes, collected.load_order)
         existing = self.root / digest
         if (existing / "manifest.json").is_file():
-            return Manifest.from_file(existing / "manifest.json"), False
+            return self._named(Manifest.from_file(existing / "manifest.json"), name, version), False
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=self.root))
         try:
@@ -48,7 +56,7 @@ class BundleStore:
                 name=name, version=version, digest=digest, files=hashes, load_order=collected.load_order,
                 rule_count=len(ids), rule_ids=ids, engine=engine, source=source,
                 created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                excluded=collected.excluded, plugins=plugins or [],
+                excluded=collected.excluded, plugins=plugins or [], digest_format=DIGEST_FORMAT,
             )
             (tmp / "manifest.json").write_text(manifest.to_json())
             os.chmod(tmp, 0o755)
@@ -56,27 +64,84 @@ class BundleStore:
                 os.rename(tmp, existing)
             except OSError:  # imported concurrently by someone else: theirs is identical
                 shutil.rmtree(tmp, ignore_errors=True)
+                return self._named(Manifest.from_file(existing / "manifest.json"), name, version), False
+            self._add_ref(manifest.ref, digest)
             return manifest, True
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
+    # -- references -------------------------------------------------------------------------
+    @contextmanager
+    def _refs_locked(self) -> Iterator[dict[str, list[str]]]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / "refs.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            refs = self._refs()
+            yield refs
+            tmp = self.root / f"refs.json.tmp{os.getpid()}"
+            tmp.write_text(json.dumps(refs, indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, self.root / "refs.json")
+
+    def _refs(self) -> dict[str, list[str]]:
+        try:
+            data = json.loads((self.root / "refs.json").read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise BundleCorrupt(f"{self.root / 'refs.json'}: unreadable ({exc})") from exc
+        return {str(k): [str(d) for d in v] for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def _add_ref(self, ref: str, digest: str) -> None:
+        with self._refs_locked() as refs:
+            digests = refs.setdefault(ref, [])
+            if digest in digests:
+                digests.remove(digest)
+            digests.append(digest)
+
+    def _named(self, manifest: Manifest, name: str, version: str) -> Manifest:
+        """``manifest`` under the reference this import asked for (an alias of the same digest)."""
+        self._add_ref(f"{name}@{version}", manifest.digest)
+        return dataclasses.replace(manifest, name=name, version=version)
+
+    def forget(self, digests: set[str]) -> None:
+        """Drop references to removed bundles (garbage collection)."""
+        with self._refs_locked() as refs:
+            for ref in list(refs):
+                refs[ref] = [d for d in refs[ref] if d not in digests]
+                if not refs[ref]:
+                    del refs[ref]
+
     def manifests(self) -> list[Manifest]:
+        """Every reference with its bundle (an alias is listed under its own name)."""
         if not self.root.is_dir():
             return []
-        out = []
+        stored: dict[str, Manifest] = {}
         for entry in self.root.iterdir():
             if (entry / "manifest.json").is_file() and not entry.name.startswith("."):
-                out.append(Manifest.from_file(entry / "manifest.json"))
+                m = Manifest.from_file(entry / "manifest.json")
+                stored[m.digest] = m
+        out = list(stored.values())
+        for ref, digests in self._refs().items():
+            name, _, version = ref.rpartition("@")
+            for digest in digests:
+                target = stored.get(digest)
+                if target is not None and target.ref != ref:
+                    out.append(dataclasses.replace(target, name=name, version=version))
         return sorted(out, key=lambda m: (m.name, m.version, m.created))
 
     def resolve(self, ref: str) -> Manifest:
         """``name@version``, a digest or a unique digest prefix (12+ characters), or a name (newest)."""
         candidates = self.manifests()
         if "@" in ref:
-            found = [m for m in candidates if m.ref == ref]
+            latest = self._refs().get(ref, [])[-1:]  # the newest import under this reference
+            found = [m for m in candidates if m.ref == ref and m.digest in latest] or [
+                m for m in candidates if m.ref == ref]
         elif len(ref) >= 12 and all(c in "0123456789abcdef" for c in ref):
             found = [m for m in candidates if m.digest.startswith(ref)]
+            matched = {m.digest for m in found}
+            if len(matched) == 1:  # one bundle, perhaps under several names: its own manifest
+                return Manifest.from_file(self.root / matched.pop() / "manifest.json")
         else:
             found = sorted((m for m in candidates if m.name == ref), key=lambda m: m.created)[-1:]
         if not found:
@@ -99,7 +164,10 @@ class BundleStore:
                     problems.append(f"{rel}: content changed")
             except OSError:
                 problems.append(f"{rel}: missing")
-        if content_digest(manifest.files) != manifest.digest:
-            problems.append("manifest digest does not match its file list")
+        if manifest.expected_digest() != manifest.digest:
+            problems.append("manifest digest does not match its file list and load order")
+        missing = [rel for rel in manifest.load_order if rel not in manifest.files]
+        if missing:
+            problems.append(f"load order names files the bundle lacks: {', '.join(missing)}")
         if problems:
             raise BundleCorrupt(f"bundle {manifest.ref} ({manifest.digest[:12]}): " + "; ".join(problems))

@@ -111,3 +111,79 @@ def _activate_many(root: str, worker: int) -> None:
     activations = Activations(Path(root))
     for n in range(20):
         activations.activate("d" * 64, "x@1", reason=f"{worker}-{n}")
+
+
+def test_identical_content_under_a_new_name_is_an_alias_with_that_name(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "local.conf").write_text('SecRule ARGS "@streq evil" "id:1001,phase:2,deny,status:403"\n')
+    first = import_bundle(tmp_path / "state", src, "local", "1").manifest
+    alias = import_bundle(tmp_path / "state", src, "mine", "7")
+    assert not alias.new and alias.manifest.ref == "mine@7" and alias.manifest.digest == first.digest
+    store = store_for(tmp_path / "state")
+    assert store.resolve("mine@7").digest == store.resolve("local@1").digest == first.digest
+    assert {m.ref for m in store.manifests()} == {"local@1", "mine@7"}
+    assert store.resolve(first.digest).ref == "local@1"  # by digest: the bundle's own manifest
+
+
+def test_concurrent_imports_each_keep_the_reference_they_report(tmp_path: Path) -> None:
+    import concurrent.futures
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "local.conf").write_text('SecRule ARGS "@streq evil" "id:1001,phase:2,deny,status:403"\n')
+    with concurrent.futures.ProcessPoolExecutor(3) as pool:
+        results = list(pool.map(_import, [(tmp_path / "state", src, str(v)) for v in range(3)]))
+    store = store_for(tmp_path / "state")
+    assert sorted(ref for ref, _ in results) == ["local@0", "local@1", "local@2"]
+    assert sum(new for _, new in results) == 1  # one import stored it; the others found it there
+    for ref, _ in results:
+        assert store.resolve(ref).ref == ref
+
+
+def _import(args: tuple[Path, Path, str]) -> tuple[str, bool]:
+    state, src, version = args
+    result = import_bundle(state, src, "local", version)
+    return result.manifest.ref, result.new
+
+
+def _two_file_bundle(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.conf").write_text('SecRule ARGS "@streq evil" "id:1001,phase:2,deny,status:403"\n')
+    (src / "b.conf").write_text('SecRule ARGS "@streq bad" "id:1002,phase:2,deny,status:403"\n')
+    return src
+
+
+def test_the_digest_covers_the_load_order(tmp_path: Path) -> None:
+    """An unsigned bundle whose load order is changed on disk no longer verifies."""
+    import json
+
+    m = import_bundle(tmp_path / "state", _two_file_bundle(tmp_path)).manifest
+    store = store_for(tmp_path / "state")
+    store.verify(m)
+    path = store.path(m) / "manifest.json"
+    data = json.loads(path.read_text())
+    assert data["digest_format"] == 2
+    data["load_order"] = list(reversed(data["load_order"]))
+    path.write_text(json.dumps(data))
+    with pytest.raises(BundleCorrupt, match="does not match its file list and load order"):
+        store.verify(store.resolve(m.digest))
+
+
+def test_bundles_imported_before_format_2_still_verify(tmp_path: Path) -> None:
+    import json
+
+    from rules.manifest import content_digest
+
+    m = import_bundle(tmp_path / "state", _two_file_bundle(tmp_path)).manifest
+    store = store_for(tmp_path / "state")
+    old_digest = content_digest(m.files)  # format 1: files only
+    data = json.loads((store.path(m) / "manifest.json").read_text())
+    del data["digest_format"]
+    data["digest"] = old_digest
+    (store.path(m) / "manifest.json").write_text(json.dumps(data))
+    store.path(m).rename(store.root / old_digest)
+    legacy = store.resolve(old_digest)
+    assert legacy.digest_format == 1
+    store.verify(legacy)
