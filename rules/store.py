@@ -154,6 +154,28 @@ class BundleStore:
     def path(self, manifest: Manifest) -> Path:
         return self.root / manifest.digest
 
+    @contextmanager
+    def verified_copy(self, manifest: Manifest) -> Iterator[Path]:
+        """A private copy of the bundle's files, each checked against the manifest as it is copied,
+        so what gets compiled is exactly what was verified (no window in which a file in the store
+        can change between the check and the engine reading it). Removed on exit."""
+        base = self.path(manifest)
+        if manifest.expected_digest() != manifest.digest:
+            raise BundleCorrupt(f"bundle {manifest.ref} ({manifest.digest[:12]}): manifest digest does not match")
+        with tempfile.TemporaryDirectory(prefix="edgeward-compile-") as tmp:
+            os.chmod(tmp, 0o700)
+            for rel, sha in manifest.files.items():
+                try:
+                    data = (base / rel).read_bytes()
+                except OSError as exc:
+                    raise BundleCorrupt(f"bundle {manifest.ref} ({manifest.digest[:12]}): {rel}: missing") from exc
+                if file_sha256(data) != sha:
+                    raise BundleCorrupt(f"bundle {manifest.ref} ({manifest.digest[:12]}): {rel}: content changed")
+                target = Path(tmp) / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            yield Path(tmp)
+
     def verify(self, manifest: Manifest) -> None:
         """Raise BundleCorrupt unless every stored file matches the manifest."""
         base = self.path(manifest)

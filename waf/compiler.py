@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,12 +194,20 @@ class RuleSetCache:
         self._compiled: dict[tuple[str, Policy], CompiledRules] = {}
         self._lock = threading.Lock()
 
-    def get(self, digest: str, bundle_dir: Path, load_order: Sequence[str], policy: Policy) -> CompiledRules:
+    def get(self, digest: str, bundle_dir: Path | Callable[[], AbstractContextManager[Path]],
+            load_order: Sequence[str], policy: Policy) -> CompiledRules:
+        """``bundle_dir`` may be a context manager factory that yields the directory to compile from
+        (a private copy of exactly the bytes that were verified); it is entered only on a miss."""
         key = (digest, policy)
         with self._lock:
             found = self._compiled.get(key)
             if found is None:
-                found = self._compiled[key] = compile_rules(bundle_dir, load_order, policy)
+                if isinstance(bundle_dir, Path):
+                    found = compile_rules(bundle_dir, load_order, policy)
+                else:
+                    with bundle_dir() as directory:
+                        found = compile_rules(directory, load_order, policy)
+                self._compiled[key] = found
             return found
 
     def retain(self, keys: set[tuple[str, Policy]]) -> None:

@@ -16,7 +16,7 @@ from rules.errors import BundleError
 from waf.compiler import RuleSetCache
 from waf.errors import WafCompileError
 
-from appliance.bundles import canary_for, check_bundle, resolve_for_domain
+from appliance.bundles import canary_for, check_bundle, resolve_for_domain, store_for
 from appliance.config.schema import Config, DomainConfig, RouteConfig
 from appliance.config.waf import WafConfig
 from appliance.observe.metrics import WorkerMetrics
@@ -60,15 +60,18 @@ def _waf(cfg: WafConfig, site: Site) -> Stage | None:
         return None
     config, host = site.config, site.domain.hosts[0]
     try:
-        manifest, path = resolve_for_domain(config.state_dir, cfg.bundle, host, config.rules)
+        manifest, _ = resolve_for_domain(config.state_dir, cfg.bundle, host, config.rules)
         policy = policy_of(cfg)
-        compiled = site.shared.rule_sets.get(manifest.digest, path, manifest.load_order, policy)
+        store = store_for(config.state_dir)
+        compiled = site.shared.rule_sets.get(manifest.digest, lambda: store.verified_copy(manifest),
+                                             manifest.load_order, policy)
         canary = None
         found = canary_for(config.state_dir, host, cfg.bundle)
         if found is not None and found[0].digest != manifest.digest:
-            cand, cand_path, scope = found
+            cand, _, scope = found
             check_bundle(config.state_dir, cand, config.rules)
-            shadow = site.shared.rule_sets.get(cand.digest, cand_path, cand.load_order, replace(policy, mode="block"))
+            shadow = site.shared.rule_sets.get(cand.digest, lambda: store.verified_copy(cand), cand.load_order,
+                                               replace(policy, mode="block"))
             canary = Canary(shadow, site.shared.canary, scope, cand.ref, cand.digest, manifest.ref)
     except (BundleError, WafCompileError) as exc:
         raise StageConfigError("waf", str(exc)) from exc

@@ -187,3 +187,20 @@ def test_bundles_imported_before_format_2_still_verify(tmp_path: Path) -> None:
     legacy = store.resolve(old_digest)
     assert legacy.digest_format == 1
     store.verify(legacy)
+
+
+def test_compiles_come_from_a_verified_private_copy(tmp_path: Path) -> None:
+    """What the engine compiles is what was checked: a file changed in the store after the
+    manifest was read is refused, and the copy is gone afterwards."""
+    m = import_bundle(tmp_path / "state", _two_file_bundle(tmp_path)).manifest
+    store = store_for(tmp_path / "state")
+    with store.verified_copy(m) as copy:
+        assert sorted(m.files) == ["rules/a.conf", "rules/b.conf"]
+        for rel in m.files:
+            assert (copy / rel).read_bytes() == (store.path(m) / rel).read_bytes()
+        assert oct(copy.stat().st_mode & 0o777) == "0o700"
+    assert not copy.exists()
+    (store.path(m) / "rules" / "b.conf").write_text('SecRule ARGS "@streq bad" "id:1002,phase:2,pass"\n')
+    with pytest.raises(BundleCorrupt, match="b.conf: content changed"):
+        with store.verified_copy(m):
+            pass
