@@ -7,11 +7,13 @@ own limits (PCRE match limits, body, argument and JSON depth limits) set by the 
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import ClassVar
 
 from waf.compiler import CompiledRules
+from waf.diagnostics import route_xml_errors
 from waf.inspect import Decision, Inspection, Outcome
 from waf.policy import Exclusion, Policy
 
@@ -20,6 +22,8 @@ from appliance.pipeline.context import RequestContext, WafResult
 from appliance.pipeline.stage import ResponseHead, Stage
 from appliance.pipeline.verdict import Outcome as RequestOutcome, Verdict
 from appliance.stages.canary import Canary
+
+log = logging.getLogger("edgeward.waf")
 
 _BODY_ERRORS = frozenset({200002, 200003, 200004, 200005, 200007})
 # SecResponseBodyMimeType in waf.compiler: only these response bodies are held back and inspected
@@ -96,6 +100,11 @@ class WafStage(Stage):
     @property
     def body_want(self) -> int:
         return self.policy.body_limit + 1
+
+    async def start(self) -> None:
+        # On the event loop's thread, where the engine runs: libxml2's handler is per thread.
+        if not route_xml_errors():
+            log.warning("libxml2 not found: XML body parser errors go to stderr")
 
     async def request_headers(self, ctx: RequestContext) -> Verdict | None:
         policy = self.policy

@@ -314,3 +314,14 @@ def test_declared_body_over_the_waf_limit_is_refused_before_reading(app: Applian
                   b"Content-Length: 5000000\r\nExpect: 100-continue\r\nUser-Agent: t\r\nAccept: */*\r\n\r\n")
         head = s.recv(4096)
     assert head.startswith(b"HTTP/1.1 413"), head[:200]  # no 100 Continue first, no body read
+
+
+def test_xml_parser_errors_reach_the_log_not_stderr_verbatim(app: Appliance) -> None:
+    resp = req(app, "block.test", "/upload/xml", "POST", headers={"Content-Type": "text/xml"},
+               content=b"<a><b>attacker-text-QRS</a>")
+    assert resp.status_code == 400  # CRS 200002: the body processor failed
+    deadline = time.monotonic() + 3
+    while "engine diagnostic: 'Opening and ending tag mismatch" not in app.logs():
+        assert time.monotonic() < deadline, app.logs()[-2000:]
+        time.sleep(0.05)
+    assert "attacker-text-QRS" not in app.logs()
