@@ -78,7 +78,7 @@ def _version_key(path: Path) -> tuple[int, ...]:
 
 def test_files(directory: Path) -> list[Path]:
     chosen: dict[str, Path] = {}
-    for path in sorted(directory.rglob("*.yaml")):
+    for path in sorted([*directory.rglob("*.yaml"), *directory.rglob("*.yml")]):  # CRS 4 stores some as .yml
         current = chosen.get(path.name)
         if current is None or _version_key(path) > _version_key(current):
             chosen[path.name] = path
@@ -147,14 +147,15 @@ def build_request(given: dict[str, Any]) -> Request:
             name, _, value = line.partition(b":")
             headers.append((_text(name.strip()), _text(value.strip())))
         return Request(method, uri, version.replace("HTTP/", ""), headers, body, raw)
-    # ftw's "magic" (stop_magic: false): a body gets a urlencoded Content-Type, a urlencoded body
-    # that is not already percent-encoded is re-encoded, and Content-Length is the character count.
+    # ftw's "magic" (stop_magic: false; go-ftw's autocomplete_headers: true): a body gets a urlencoded
+    # Content-Type, a urlencoded body that is not already percent-encoded is re-encoded, and
+    # Content-Length is the character count. Either switch turned off sends the request as written.
     headers_in = {str(k): v for k, v in (given.get("headers") or {}).items()}
     data = given.get("data")
     if isinstance(data, list):
         data = "\r\n".join(str(d) for d in data)
     data = "" if data is None else str(data)
-    magic = not given.get("stop_magic", False)
+    magic = not given.get("stop_magic", False) and given.get("autocomplete_headers", True) is not False
     if data and magic:
         if "Content-Type" not in headers_in:
             headers_in["Content-Type"] = "application/x-www-form-urlencoded"
