@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := ca-certificates openssl modsecurity-crs
+APT_PACKAGES := ca-certificates openssl modsecurity-crs libpcre2-8-0
 BENCH_PACKAGES := nginx-light wrk
 
 .PHONY: run test install system-deps bench clean

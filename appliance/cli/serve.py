@@ -106,7 +106,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
         upstream.terminate()
 
 
+def cmd_version(args: argparse.Namespace) -> int:
+    from importlib.metadata import version
+
+    from waf.compiler import engine_version
+    from waf.pcre import describe
+
+    print(f"edgeward {version('edgeward')}")
+    print(f"engine: {engine_version()}")
+    print(f"regex: {describe()}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sub.add_parser("version", help="Edgeward, WAF engine and PCRE2 (JIT) versions").set_defaults(func=cmd_version)
     p = sub.add_parser("serve", help="run the appliance")
     config_arg(p)
     p.set_defaults(func=cmd_serve)

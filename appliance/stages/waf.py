@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from waf.compiler import CompiledRules
 from waf.diagnostics import route_xml_errors
+from waf.pcre import warn_without_jit
 from waf.inspect import Decision, Inspection, Outcome
 from waf.policy import Exclusion, Policy
 
@@ -105,6 +106,7 @@ class WafStage(Stage):
         # On the event loop's thread, where the engine runs: libxml2's handler is per thread.
         if not route_xml_errors():
             log.warning("libxml2 not found: XML body parser errors go to stderr")
+        warn_without_jit()
 
     async def request_headers(self, ctx: RequestContext) -> Verdict | None:
         policy = self.policy
