@@ -35,24 +35,33 @@ def request_reload(config: Config) -> Path:
     return path
 
 
-def _signature(config_path: str, config: Config) -> tuple[object, ...]:
-    """What a reload depends on: the file, the reload stamp and the bundle activations."""
-    out: list[object] = []
-    for path in (config_path, stamp_path(config), config.state_dir / "bundles" / "activations.json"):
-        try:
-            st = os.stat(path)
-            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-        except OSError:
-            out.append(None)
-    return tuple(out)
+def _stat(path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def signature(config_path: str, config: Config, file_seen: object = None) -> tuple[object, ...]:
+    """What a reload depends on: the file, the reload stamp and the bundle activations.
+    ``file_seen``: the file's stat taken before it was loaded, so a change made while a worker was
+    starting up is not mistaken for what it loaded."""
+    return (file_seen if file_seen is not None else _stat(config_path), _stat(stamp_path(config)),
+            _stat(config.state_dir / "bundles" / "activations.json"))
+
+
+def file_signature(config_path: str) -> tuple[int, int, int] | None:
+    return _stat(config_path)
 
 
 class ConfigWatcher:
     def __init__(
         self, config_path: str, current: Config, build: Callable[[Config, int], Runtime],
         apply: Callable[[Runtime], Awaitable[None]], count: Callable[[str], None], generation: int = 1,
-        interval: float = 0.2,
+        interval: float = 0.2, baseline: tuple[object, ...] | None = None,
     ) -> None:
+        self.baseline = baseline  # the signature of what ``current`` was built from
         self.build = build
         self.generation = generation
         self.config_path = config_path
@@ -62,10 +71,10 @@ class ConfigWatcher:
         self.interval = interval
 
     async def run(self) -> None:
-        last = await asyncio.to_thread(_signature, self.config_path, self.current)
+        last = self.baseline or await asyncio.to_thread(signature, self.config_path, self.current)
         while True:
             await asyncio.sleep(self.interval)
-            sig = await asyncio.to_thread(_signature, self.config_path, self.current)
+            sig = await asyncio.to_thread(signature, self.config_path, self.current)
             if sig == last:
                 continue
             last = sig

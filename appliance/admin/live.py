@@ -13,27 +13,20 @@ import os
 from appliance.config.loader import load_config
 from appliance.config.schema import Config
 from appliance.errors import ConfigError
+from appliance.reloader import file_signature
 
 log = logging.getLogger("edgeward.admin")
-
-
-def _signature(path: str) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size, st.st_ino
 
 
 class LiveConfig:
     def __init__(self, path: str) -> None:
         self.path = path
-        self._signature = _signature(path)
+        self._signature = file_signature(path)
         self.config = load_config(path)
         self._lock = asyncio.Lock()
 
     async def get(self) -> Config:
-        signature = await asyncio.to_thread(_signature, self.path)
+        signature = await asyncio.to_thread(file_signature, self.path)
         if signature != self._signature:
             async with self._lock:
                 if signature != self._signature:

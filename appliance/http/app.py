@@ -24,7 +24,7 @@ from appliance.pipeline.body import ClientGone, read_body
 from appliance.pipeline.context import RequestContext
 from appliance.pipeline.runner import Pipeline, finish
 from appliance.pipeline.verdict import Outcome, Verdict
-from appliance.reloader import ConfigWatcher
+from appliance.reloader import ConfigWatcher, file_signature, signature
 from appliance.runtime import Runtime, compile_runtime
 from appliance.stages import Shared
 from appliance.stages.resolve import new_request_id
@@ -74,9 +74,14 @@ class EdgewardApp:
         # thread count of a worker is bounded whatever happens to reloads or slow log readers.
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=EXECUTOR_THREADS, thread_name_prefix="edgeward-io"))
+        # The baseline is taken before the file is read and before the compile reads activations: a
+        # change made while this worker starts is then seen as a change, not lost.
+        file_seen = await asyncio.to_thread(file_signature, self.config_path)
         config = await asyncio.to_thread(load_config, self.config_path)
+        baseline = await asyncio.to_thread(signature, self.config_path, config, file_seen)
         await self.apply(await asyncio.to_thread(self.build, config, 1))
-        watcher = ConfigWatcher(self.config_path, config, self.build, self.apply, self.shared.metrics.reload)
+        watcher = ConfigWatcher(self.config_path, config, self.build, self.apply, self.shared.metrics.reload,
+                                baseline=baseline)
         self._tasks = [asyncio.create_task(watcher.run()), asyncio.create_task(self._publish()),
                        asyncio.create_task(self._stall_watchdog())]
 

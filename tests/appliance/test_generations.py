@@ -63,6 +63,10 @@ def test_fifty_reloads_leave_no_descriptors_sockets_or_threads(app: Appliance) -
         for _ in range(10):
             assert httpx.get(app.url + "/", headers={"Host": "app.example.test"}).status_code == 200
 
+    deadline = time.monotonic() + 10
+    while len(workers(app)) < 2:  # both workers have started (each opens the access log)
+        assert time.monotonic() < deadline, "the workers did not start"
+        time.sleep(0.05)
     for n in range(3):  # warm up: thread pools and upstream connections reach their steady size
         reload(app, n)
         traffic()
