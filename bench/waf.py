@@ -57,8 +57,10 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs per mix; the median is shown")
+    parser.add_argument("--crs", default=CRS, help="rule set to import for both sides: a directory or a CRS release "
+                        "tarball (default: Debian's CRS 3.3.4)")
     args = parser.parse_args()
-    for need in ("nginx", "wrk", MODULE, CRS):
+    for need in ("nginx", "wrk", MODULE, args.crs):
         if not (shutil.which(need) or Path(need).exists()):
             raise SystemExit(f"{need} is missing (bench/waf.sh installs it)")
     procs: list[subprocess.Popen[bytes]] = []
@@ -67,7 +69,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="edgeward-wafbench-") as tmp:
         try:
             state = Path(tmp) / "state"
-            bundle = import_bundle(state, Path(CRS)).manifest
+            bundle = import_bundle(state, str(args.crs)).manifest
             activations_for(state).activate(bundle.digest, bundle.ref, reason="bench")
             bundle_dir = state / "bundles" / bundle.digest
             policy = Policy(mode="block", paranoia=1)
