@@ -16,12 +16,12 @@ from collections.abc import AsyncIterator
 import aiohttp
 
 from appliance.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
-from appliance.http.responses import send_local
+from appliance.http.responses import local_response, send_local
 from appliance.pipeline.body import ClientGone, read_body
 from appliance.pipeline.context import RequestContext
 from appliance.pipeline.route import Route
 from appliance.pipeline.stage import ResponseHead
-from appliance.pipeline.verdict import Outcome
+from appliance.pipeline.verdict import Outcome, Result
 from appliance.upstream.transport import Transport, UpstreamResponse, WebSocketConnector
 from appliance.types import Headers, Receive, Send
 
@@ -160,8 +160,8 @@ async def _read_prefix(body: AsyncIterator[bytes], limit: int) -> tuple[bytes, b
 
 
 async def _local(send: Send, ctx: RequestContext, outcome: Outcome, status: int, reason: str, message: str,
-                 verdict: str = "reject") -> None:
-    outcome.status, outcome.reason, outcome.verdict = status, reason, verdict  # type: ignore[assignment]
+                 verdict: Result = "reject") -> None:
+    outcome.status, outcome.reason, outcome.verdict = status, reason, verdict
     outcome.started = True
     outcome.sent = await send_local(send, status, ctx.request_id, ctx.accept, message)
 
@@ -394,8 +394,6 @@ async def deny_websocket(ctx: RequestContext, send: Send, outcome: Outcome, stat
     """Refuse a WebSocket handshake with an HTTP response carrying the request id (the ASGI
     WebSocket Denial Response extension), or a bare close where the server lacks it."""
     if "websocket.http.response" in (ctx.scope.get("extensions") or {}):
-        from appliance.http.responses import local_response
-
         head, body = local_response(status, ctx.request_id, ctx.accept)
         await send({"type": "websocket.http.response.start", "status": status, "headers": head + (headers or [])})
         await send({"type": "websocket.http.response.body", "body": body})

@@ -14,7 +14,7 @@ import pytest
 
 from appliance.bundles import activations_for, import_bundle
 
-from ..harness import EDGEWARD, Appliance, Upstream, appliance_config, start_appliance, stop
+from ..harness import EDGEWARD, Appliance, Upstream, start_appliance, stop
 from .test_bundle_activation import bundle
 
 TOKEN = {"Authorization": "Bearer test-admin-token"}

@@ -121,7 +121,10 @@ def test_content_length_over_the_limit_is_refused_before_reading(app: Appliance)
 def test_client_gone_while_upstream_thinks_aborts_it_and_logs_499(app: Appliance, upstream_a: Upstream) -> None:
     with socket.create_connection(("127.0.0.1", app.port), 5) as s:
         s.sendall(b"GET /think/3?abort HTTP/1.1\r\nHost: app.example.test\r\nX-Request-Id: ignored\r\n\r\n")
-        time.sleep(0.5)
+        deadline = time.monotonic() + 5  # leave only once the upstream is thinking about it
+        while "GET /think/3?abort" not in upstream_a.seen():
+            assert time.monotonic() < deadline, "the request never reached the upstream"
+            time.sleep(0.02)
     deadline = time.monotonic() + 5
     while not any("ABORTED /think/3?abort" in line for line in upstream_a.seen()):
         assert time.monotonic() < deadline, "the upstream request ran on"
