@@ -20,6 +20,43 @@ from appliance.runtime import Runtime, RuntimeProblems
 log = logging.getLogger("edgeward.reload")
 
 STAMP = "run/reload.stamp"
+GOOD = "run/config.good.yaml"  # the text of the last config that was validated and applied
+GOOD_ENV = "EDGEWARD_GOOD_CONFIG"
+
+
+def load_current(config_path: str) -> tuple[Config, str]:
+    """Read the file once and validate exactly that text; return both."""
+    try:
+        text = Path(config_path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = None  # load_config reports it with the file name
+    return load_config(config_path, text=text), text or ""
+
+
+def remember_good(config: Config, text: str) -> Path:
+    """Keep the text of a config that was applied: a worker (re)started while the file does not
+    validate starts from it instead of failing, which would stop the whole listener."""
+    path = config.state_dir / GOOD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def load_for_start(config_path: str) -> tuple[Config, str, bool]:
+    """The config a starting worker serves: the file if it validates, else the last good one the
+    supervisor or a worker saved (``$EDGEWARD_GOOD_CONFIG``). Returns (config, text, from file)."""
+    try:
+        config, text = load_current(config_path)
+        return config, text, True
+    except ConfigError as exc:
+        saved = os.environ.get(GOOD_ENV)
+        if not saved or not Path(saved).is_file():
+            raise
+        log.error("config refused at worker start, serving the last good config instead:\n%s", exc)
+        text = Path(saved).read_text(encoding="utf-8")
+        return load_config(config_path, text=text), text, False
 
 
 def stamp_path(config: Config) -> Path:
@@ -87,7 +124,7 @@ class ConfigWatcher:
     async def reload(self) -> bool:
         """Load, validate and compile off the event loop; swap only if all of it worked."""
         try:
-            config = await asyncio.to_thread(load_config, self.config_path)
+            config, text = await asyncio.to_thread(load_current, self.config_path)
             runtime = await asyncio.to_thread(self.build, config, self.generation + 1)
         except (ConfigError, RuntimeProblems) as exc:
             self.count("refused")
@@ -96,5 +133,6 @@ class ConfigWatcher:
         self.generation += 1
         await self.apply(runtime)
         self.current = config
+        await asyncio.to_thread(remember_good, config, text)
         self.count("applied")
         return True

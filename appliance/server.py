@@ -20,7 +20,7 @@ from appliance.config.schema import Config, parse_listen
 from appliance.config.loader import load_config
 from appliance.errors import ConfigError
 from appliance.instance import StateLock, check_free
-from appliance.reloader import request_reload
+from appliance.reloader import GOOD_ENV, remember_good, request_reload
 
 log = logging.getLogger("edgeward.server")
 
@@ -71,11 +71,16 @@ def serve(config_path: str) -> int:
     process holds one of the addresses or the state directory."""
     from appliance.runtime import runtime_problems
 
-    config = load_config(config_path, check=runtime_problems)
+    try:
+        text: str | None = Path(config_path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = None  # load_config reports it with the file name
+    config = load_config(config_path, check=runtime_problems, text=text)
     lock = StateLock(config, config_path)
     lock.acquire()
     try:
         check_free(config)
+        os.environ[GOOD_ENV] = str(remember_good(config, text or ""))  # what workers fall back to
         return _serve(config_path, config)
     finally:
         lock.release()

@@ -123,6 +123,17 @@ class Appliance:
                 todo.append(child)
         return found
 
+    def public_workers(self) -> list[int]:
+        """The public listener's workers that have started: those holding the access log open."""
+        found = []
+        for pid in self.worker_pids():
+            try:
+                if any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(self.access_log) for fd in os.listdir(f"/proc/{pid}/fd")):
+                    found.append(pid)
+            except OSError:
+                continue
+        return found
+
     def rss_kib(self) -> int:
         total = 0
         for pid in [self.proc.pid, *self.worker_pids()]:
@@ -174,7 +185,9 @@ def start_appliance(
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            if httpx.get(app.admin + "/readyz", timeout=1).status_code == 200:
+            # ready, and both workers have finished starting: a test that changes the config right
+            # away must not race a worker still reading it
+            if httpx.get(app.admin + "/readyz", timeout=1).status_code == 200 and len(app.public_workers()) >= 2:
                 return app
         except httpx.HTTPError:
             pass

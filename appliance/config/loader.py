@@ -84,14 +84,16 @@ def dotted(loc: Loc) -> str:
 Check = Callable[[Config], list[tuple[Loc, str]]]
 
 
-def load_config(path: str | os.PathLike[str], check: Check | None = None) -> Config:
+def load_config(path: str | os.PathLike[str], check: Check | None = None, text: str | None = None) -> Config:
     """Load and validate ``path``; raise ConfigError listing every problem found.
 
     ``check`` runs deeper checks on a schema-valid config (building the stages, which compiles
-    WAF rule sets) and returns (location, problem) pairs, reported with their lines too."""
+    WAF rule sets) and returns (location, problem) pairs, reported with their lines too. ``text``
+    stands in for the file's content (a saved copy), still read as if it were at ``path``."""
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        if text is None:
+            text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigProblem(file, 1, "(file)", f"cannot read: {exc}")]) from exc
     try:

@@ -15,7 +15,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from appliance.config.loader import load_config
 from appliance.config.schema import Config
 from appliance.http.proxy import Proxy, answer_client_gone, deny_websocket
 from appliance.http.responses import send_local
@@ -24,7 +23,7 @@ from appliance.pipeline.body import ClientGone, read_body
 from appliance.pipeline.context import RequestContext
 from appliance.pipeline.runner import Pipeline, finish
 from appliance.pipeline.verdict import Outcome, Verdict
-from appliance.reloader import ConfigWatcher, file_signature, signature
+from appliance.reloader import ConfigWatcher, file_signature, load_for_start, signature
 from appliance.runtime import Runtime, compile_runtime
 from appliance.stages import Shared
 from appliance.stages.resolve import new_request_id
@@ -77,7 +76,7 @@ class EdgewardApp:
         # The baseline is taken before the file is read and before the compile reads activations: a
         # change made while this worker starts is then seen as a change, not lost.
         file_seen = await asyncio.to_thread(file_signature, self.config_path)
-        config = await asyncio.to_thread(load_config, self.config_path)
+        config, _, _ = await asyncio.to_thread(load_for_start, self.config_path)
         baseline = await asyncio.to_thread(signature, self.config_path, config, file_seen)
         await self.apply(await asyncio.to_thread(self.build, config, 1))
         watcher = ConfigWatcher(self.config_path, config, self.build, self.apply, self.shared.metrics.reload,

@@ -23,19 +23,6 @@ def app(tmp_path_factory: pytest.TempPathFactory, upstream_a: Upstream) -> Itera
     stop(appliance.proc)
 
 
-def workers(app: Appliance) -> list[int]:
-    """The public listener's workers: processes whose parent is a child of the supervisor and
-    that hold an open access log."""
-    found = []
-    for pid in app.worker_pids():
-        try:
-            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(app.access_log) for fd in os.listdir(f"/proc/{pid}/fd")):
-                found.append(pid)
-        except OSError:
-            continue
-    return found
-
-
 def resources(pid: int) -> tuple[int, int, int]:
     """(open files, sockets, threads) of one process."""
     links = []
@@ -64,13 +51,13 @@ def test_fifty_reloads_leave_no_descriptors_sockets_or_threads(app: Appliance) -
             assert httpx.get(app.url + "/", headers={"Host": "app.example.test"}).status_code == 200
 
     deadline = time.monotonic() + 10
-    while len(workers(app)) < 2:  # both workers have started (each opens the access log)
+    while len(app.public_workers()) < 2:  # both workers have started (each opens the access log)
         assert time.monotonic() < deadline, "the workers did not start"
         time.sleep(0.05)
     for n in range(3):  # warm up: thread pools and upstream connections reach their steady size
         reload(app, n)
         traffic()
-    pids = workers(app)
+    pids = app.public_workers()
     assert len(pids) == 2
     before = {pid: resources(pid) for pid in pids}
     for n in range(3, 53):

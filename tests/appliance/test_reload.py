@@ -176,3 +176,19 @@ def test_a_killed_worker_is_replaced_while_others_serve(app: Appliance) -> None:
 def _listener_masters(app: Appliance) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(app.proc.pid)], capture_output=True, text=True).stdout
     return [int(x) for x in out.split()]
+
+
+def test_a_worker_restarted_while_the_file_is_invalid_serves_the_last_good_config(app: Appliance) -> None:
+    """Granian replaces a dead worker; if the file has a typo at that moment the new worker must not
+    fail its startup (which would stop the whole listener) but serve the last good config."""
+    workers = app.public_workers()
+    app.write_config(app.config.read_text() + "bogus_key: 1\n")
+    poll(lambda: app.logs().count("config reload refused") >= 2, "both workers refuse the edit")
+    subprocess.run(["kill", "-9", str(workers[0])], check=True)
+    poll(lambda: workers[0] not in app.public_workers() and len(app.public_workers()) == 2,
+         "the worker was not replaced")
+    assert "config refused at worker start, serving the last good config" in app.logs()
+    assert app.proc.poll() is None  # the appliance is still up
+    for _ in range(10):
+        resp = httpx.get(app.url + "/", headers={"Host": "app.example.test"})
+        assert resp.status_code == 200 and resp.json()["server"] == "A"
