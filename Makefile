@@ -2,7 +2,8 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := ca-certificates openssl modsecurity-crs libpcre2-8-0
+# libmodsecurity3 is the WAF engine; its -dev headers, libpcre2-dev and g++ build the binding (waf/engine_build.py)
+APT_PACKAGES := ca-certificates openssl modsecurity-crs libmodsecurity3 libmodsecurity-dev libpcre2-8-0 libpcre2-dev g++ libxml2
 BENCH_PACKAGES := nginx-light wrk
 
 .PHONY: run test install system-deps bench clean
@@ -12,7 +13,7 @@ install: $(STAMP)
 system-deps:
 	@scripts/apt-ensure $(APT_PACKAGES)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py waf/engine_build.py waf/engine_shim.cpp waf/engine_shim.h
 	@$(MAKE) --no-print-directory system-deps
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

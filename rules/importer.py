@@ -28,12 +28,12 @@ MAX_FILE_BYTES = 16 * 1024 * 1024
 _INCLUDE = re.compile(r"^\s*Include(Optional)?\s+(\S+)", re.MULTILINE)
 _CRS_VERSION = re.compile(r"OWASP_CRS/(\d+\.\d+\.\d+)")
 
-# Files of CRS that the engine cannot compile, and why Edgeward can do without them.
+# Files of CRS that Edgeward leaves out of a bundle, and why it can do without them.
 ENGINE_GAPS = {
     "REQUEST-910-IP-REPUTATION.conf": (
         "@geoLookup",
-        "needs GeoIP/MaxMind support, which the libmodsecurity wheel lacks; "
-        "Edgeward's own GeoIP and access-list stage replaces it",
+        "IP reputation through the engine's GeoIP database and DNS blocklist (@rbl) lookups, which "
+        "would block a worker on DNS; Edgeward's own GeoIP and access-list stage replaces it",
     ),
 }
 

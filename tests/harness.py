@@ -161,20 +161,22 @@ def copy_state(state: Path) -> Path:
     return target
 
 
-def appliance_config(tmp: Path, port: int, admin_port: int, body: str, extra: str = "", state_dir: Path | None = None) -> str:
+def appliance_config(tmp: Path, port: int, admin_port: int, body: str, extra: str = "", state_dir: Path | None = None,
+                     workers: int = 2) -> str:
     return (
-        f"listen: 127.0.0.1:{port}\nworkers: 2\nstate_dir: {state_dir or tmp / 'state'}\n"
+        f"listen: 127.0.0.1:{port}\nworkers: {workers}\nstate_dir: {state_dir or tmp / 'state'}\n"
         f"admin: {{listen: '127.0.0.1:{admin_port}', token_env: EDGEWARD_ADMIN_TOKEN}}\n"
         f"access_log: {{path: {tmp}/access.log}}\n{extra}domains:\n{body}"
     )
 
 
 def start_appliance(
-    tmp: Path, domains: str, extra: str = "", env: dict[str, str] | None = None, state_dir: Path | None = None
+    tmp: Path, domains: str, extra: str = "", env: dict[str, str] | None = None, state_dir: Path | None = None,
+    workers: int = 2,
 ) -> Appliance:
     port, admin_port = free_port(), free_port()
     config = tmp / "edgeward.yaml"
-    config.write_text(appliance_config(tmp, port, admin_port, domains, extra, state_dir))
+    config.write_text(appliance_config(tmp, port, admin_port, domains, extra, state_dir, workers))
     stderr = tmp / "edgeward.stderr"
     full_env = {**os.environ, "EDGEWARD_ADMIN_TOKEN": "test-admin-token", **(env or {})}
     with stderr.open("w") as err:
@@ -185,9 +187,9 @@ def start_appliance(
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            # ready, and both workers have finished starting: a test that changes the config right
+            # ready, and every worker has finished starting: a test that changes the config right
             # away must not race a worker still reading it
-            if httpx.get(app.admin + "/readyz", timeout=1).status_code == 200 and len(app.public_workers()) >= 2:
+            if httpx.get(app.admin + "/readyz", timeout=1).status_code == 200 and len(app.public_workers()) >= workers:
                 return app
         except httpx.HTTPError:
             pass

@@ -14,9 +14,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from libmodsecurity import ModSecurity, RulesSet
-
-from .errors import WafCompileError
+from .engine import Engine, RuleSet
 from .policy import Exclusion, Policy
 
 POLICY_RULE_ID = 10001
@@ -65,18 +63,14 @@ SecRule TX:/^MSC_/ "!@streq 0" \\
 class CompiledRules:
     """A compiled rule set and the engine instance its transactions run on."""
 
-    engine: ModSecurity
-    rules: RulesSet
+    engine: Engine
+    rules: RuleSet
     policy: Policy
     rule_count: int
 
 
-def _discard(_line: str) -> None:
-    pass
-
-
 def engine_version() -> str:
-    return str(ModSecurity().who_am_i())
+    return Engine().version()
 
 
 def engine_settings(policy: Policy) -> str:
@@ -142,48 +136,28 @@ def exclusion_rules(exclusions: Sequence[Exclusion]) -> tuple[str, str]:
     return "".join(before), "".join(after)
 
 
-def _load(rules: RulesSet, text: str, what: str) -> int:
-    count = rules.load(text)
-    if count < 0:
-        raise WafCompileError(f"{what}: {rules.get_parser_error().strip()}")
-    return int(count)
-
-
-def _load_file(rules: RulesSet, path: Path, label: str) -> int:
-    count = rules.load_from_uri(str(path))
-    if count < 0:
-        error = rules.get_parser_error().strip().replace(str(path.parent) + "/", "")
-        raise WafCompileError(f"{label}: {error}")
-    return int(count)
-
-
-def compile_rules(
-    bundle_dir: Path, load_order: Sequence[str], policy: Policy, log: Callable[[str], None] | None = None
-) -> CompiledRules:
-    """Compile; raise WafCompileError with ModSecurity's parser message. ``log`` receives the
-    engine's log lines (the conformance runner reads them, as ftw reads nginx's error log)."""
-    engine = ModSecurity()
-    engine.set_connector_information("Edgeward")
-    # Matches are read per transaction (get_rule_messages); without a callback the engine prints
-    # every match, matched data included, to stderr.
-    engine.set_log_callback(log or _discard)
-    rules = RulesSet()
-    count = _load(rules, engine_settings(policy), "engine settings")
+def compile_rules(bundle_dir: Path, load_order: Sequence[str], policy: Policy, text_log: bool = False) -> CompiledRules:
+    """Compile; raise WafCompileError with ModSecurity's parser message. ``text_log`` keeps the
+    engine's log line for each match (the conformance runner reads them, as ftw reads nginx's
+    error log)."""
+    engine = Engine(text=text_log)
+    rules = RuleSet()
+    count = rules.add(engine_settings(policy), "engine settings")
     before, after = exclusion_rules(policy.exclusions)
     files = list(load_order)
     setup = [f for f in files if f == "crs-setup.conf"]
     for rel in setup:
-        count += _load_file(rules, bundle_dir / rel, rel)
-    count += _load(rules, policy_action(policy), "policy")
+        count += rules.add_file(bundle_dir / rel, rel)
+    count += rules.add(policy_action(policy), "policy")
     if before:
-        count += _load(rules, before, "exclusions")
+        count += rules.add(before, "exclusions")
     for rel in files:
         if rel not in setup:
-            count += _load_file(rules, bundle_dir / rel, rel)
+            count += rules.add_file(bundle_dir / rel, rel)
     if after:
-        count += _load(rules, after, "exclusions")
+        count += rules.add(after, "exclusions")
     if policy.directives.strip():
-        count += _load(rules, policy.directives, "directives")
+        count += rules.add(policy.directives, "directives")
     return CompiledRules(engine, rules, policy, count)
 
 

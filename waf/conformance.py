@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from libmodsecurity import Transaction
-
 from .compiler import compile_rules
+from .engine import Transaction
 from .policy import Policy
 
 # What CRS's CI sets (tests/regression for 3.3; the same values in CRS 4's go-ftw setup).
@@ -206,23 +205,19 @@ class Runner:
 
     def __init__(self, bundle_dir: Path, load_order: list[str], http: tuple[str, int] | None = None) -> None:
         self.http = http
-        self._lines: list[str] = []
         policy = Policy(mode="detect", paranoia=4, directives=CI_DIRECTIVES)
-        self.compiled = compile_rules(bundle_dir, load_order, policy, log=self._lines.append)
+        self.compiled = compile_rules(bundle_dir, load_order, policy, text_log=True)
 
     def log_for(self, request: Request, port: int) -> str:
-        self._lines.clear()
-        tx = Transaction(self.compiled.engine, self.compiled.rules)
-        tx.process_connection("127.0.0.1", 40000, "127.0.0.1", port)
-        tx.process_uri(request.uri, request.method, request.version)
-        for name, value in request.headers:
-            tx.add_request_header(name, value)
-        tx.process_request_headers()
-        if request.body:
-            tx.append_request_body(request.body)
-        tx.process_request_body()
-        tx.process_logging()
-        return "\n".join(self._lines)
+        """The engine's log lines for the request, as nginx would write them to its error log."""
+        tx = Transaction(self.compiled.engine, self.compiled.rules, "conformance")
+        tx.request_headers("127.0.0.1", 40000, "127.0.0.1", port, request.uri.encode("utf-8"), request.method,
+                           request.version, [(n.encode("utf-8"), v.encode("utf-8")) for n, v in request.headers])
+        tx.request_body(request.body)
+        tx.logging()
+        lines = [m.text.decode("utf-8", "backslashreplace") for m in tx.matches()]
+        tx.close()
+        return "\n".join(lines)
 
     def status_over_http(self, request: Request) -> int | None:
         """Send the request as ftw would to a running appliance; the status, or None if it closed."""

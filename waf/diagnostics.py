@@ -3,15 +3,12 @@
 libxml2, which ModSecurity uses for XML request bodies, prints parser errors on stderr by default,
 and those errors quote the request body: an attacker could fill the appliance's stderr with text of
 their choosing. ``route_xml_errors`` installs a structured error handler in the libxml2 the engine
-loaded (process-wide in the wheel's build, per thread in some others, so it is called on the
-thread that runs the engine), and the handler logs at most ``BURST`` messages per ``WINDOW`` seconds, counting the rest.
+loaded (per thread in Debian's build, so it is called on every thread that runs the engine), and the handler logs at most ``BURST`` messages per ``WINDOW`` seconds, counting the rest.
 """
 from __future__ import annotations
 
 import ctypes
-import glob
 import logging
-import os
 import threading
 import time
 
@@ -74,16 +71,11 @@ _HANDLER = _HANDLER_TYPE(_on_xml_error)  # kept alive for the life of the proces
 
 
 def _libxml2() -> ctypes.CDLL | None:
-    """The libxml2 the engine links against: the wheel's bundled copy, else the system one."""
-    import libmodsecurity
-
-    libs = os.path.join(os.path.dirname(os.path.dirname(libmodsecurity.__file__)), "libmodsecurity.libs")
-    for path in sorted(glob.glob(os.path.join(libs, "libxml2*.so*"))) + ["libxml2.so.2"]:
-        try:
-            return ctypes.CDLL(path)
-        except OSError:
-            continue
-    return None
+    """The libxml2 the engine links against (Debian's libxml2.so.2, already loaded with it)."""
+    try:
+        return ctypes.CDLL("libxml2.so.2")
+    except OSError:
+        return None
 
 
 _ROUTED = threading.local()

@@ -1,12 +1,14 @@
 """Map one HTTP request (and optionally its response) onto a ModSecurity transaction.
 
 Faithful to what nginx hands ModSecurity: the raw request target as received (never decoded or
-re-encoded), method, protocol, every header in order with duplicates, client and server address,
-and the body as received so ModSecurity's own processors (urlencoded, multipart, JSON, XML) parse it.
+re-encoded), method, protocol, every header in order with duplicates and as the exact bytes
+received, client and server address, and the body as received so ModSecurity's own processors
+(urlencoded, multipart, JSON, XML) parse it.
 
-The engine takes ``str``; bytes are decoded as UTF-8 when valid (the engine re-encodes them to the
-same bytes) and as Latin-1 otherwise. The wheel raises ``UnicodeDecodeError`` when a matched rule's
-message or data holds non-UTF-8 bytes (an attacker chooses them): every field is read defensively.
+One correction to the engine's own parsing: Debian's libmodsecurity 3.0.9 decodes the path before
+it splits off the query at ``?``, so ``/a%3Fb`` hides ``b`` from path rules (CVE-2024-1019, fixed
+upstream in 3.0.12). ``engine_target`` escapes the ``%`` of an encoded ``?`` in the path, so the
+engine decodes it to a literal ``%3F`` inside the path: path rules see everything after it.
 """
 from __future__ import annotations
 
@@ -14,14 +16,30 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Protocol
-
-from libmodsecurity import Transaction
+from pathlib import Path
+from typing import Protocol
 
 from .compiler import CompiledRules
+from .engine import RawMatch, Transaction
 
-_SCORE = re.compile(r"Total Score: (\d+)")
-_UNREADABLE = "<not UTF-8>"
+_SCORE = re.compile(rb"Total Score: (\d+)")
+_ENCODED_QUESTION_MARK = re.compile(rb"%3[fF]")
+# A part header whose quoted parameter never closes. Debian's 3.0.9 multipart parser reads past the
+# end of such a value (its verdict on the same bytes changes from one request to the next; 3.0.15
+# flags MULTIPART_INVALID_QUOTING), so such a body is refused before the engine parses it.
+_UNTERMINATED_QUOTE = re.compile(rb'(?im)^content-(?:disposition|type):[^\r\n]*?=\s*"(?:[^"\\\r\n]|\\.)*\r?$')
+UNTERMINATED_QUOTE_RULE = 200009
+_UNTERMINATED_QUOTE_MATCH = RawMatch(
+    UNTERMINATED_QUOTE_RULE, 2, 2, True, b"Multipart part header with an unterminated quoted value", b"", b"",
+    (b"edgeward", b"multipart"), b"")
+
+
+def engine_target(target: bytes) -> bytes:
+    """The request target handed to the engine (CVE-2024-1019: see the module's docstring)."""
+    path, mark, query = target.partition(b"?")
+    if b"%" in path:
+        path = _ENCODED_QUESTION_MARK.sub(b"%253F", path)
+    return path + mark + query
 
 
 class RequestView(Protocol):
@@ -64,110 +82,109 @@ _SCORE_RULES = (949110, 959100, 980130, 980140)
 
 
 class Outcome:
-    """What the engine decided and matched. Reading a match's text fields crosses into the engine
-    for each field, so matches are decoded only when someone (the audit record) asks for them;
-    the verdict path reads rule ids and the anomaly score only."""
+    """What the engine decided and matched. The verdict path reads rule ids and the anomaly score
+    only; matches are decoded into text when someone (the audit record) asks for them."""
 
-    def __init__(self, decision: Decision | None, messages: Sequence[Any]) -> None:
+    def __init__(self, decision: Decision | None, raw: Sequence[RawMatch]) -> None:
         self.decision = decision
-        self._messages = messages
-        self.rule_ids = [int(m.rule_id) for m in messages]
+        self._raw = raw
+        self.rule_ids = [m.rule_id for m in raw]
         self.anomaly_score = self._score()
 
     def _score(self) -> int:
         score = 0
-        for m, rid in zip(self._messages, self.rule_ids):
-            if rid in _SCORE_RULES:
-                found = _SCORE.search(_field(m, "message")) or _SCORE.search(_field(m, "data"))
+        for m in self._raw:
+            if m.rule_id in _SCORE_RULES:
+                found = _SCORE.search(m.message) or _SCORE.search(m.data)
                 if found:
                     score = max(score, int(found.group(1)))
         if not score:
-            score = sum(_SEVERITY_SCORE.get(int(m.severity), 0)
-                        for m, rid in zip(self._messages, self.rule_ids) if rid < 949000 or rid >= 990000)
+            score = sum(_SEVERITY_SCORE.get(m.severity, 0) for m in self._raw
+                        if m.rule_id < 949000 or m.rule_id >= 990000)
         return score
+
+    @property
+    def log_lines(self) -> list[str]:
+        """The engine's own log line for each match (only with ``compile_rules(text_log=True)``)."""
+        return [text(m.text) for m in self._raw]
 
     @cached_property
     def matches(self) -> list[Match]:
-        out = []
-        for m, rid in zip(self._messages, self.rule_ids):
-            try:
-                tags = tuple(m.tags)
-            except UnicodeDecodeError:
-                tags = ()
-            out.append(Match(
-                rule_id=rid, message=_field(m, "message"), severity=int(m.severity), data=_field(m, "data"),
-                matched=_field(m, "match"), phase=int(m.phase), tags=tags, disruptive=bool(m.disruptive),
-            ))
-        return out
+        return [
+            Match(rule_id=m.rule_id, message=text(m.message), severity=m.severity, data=text(m.data),
+                  matched=text(m.match), phase=m.phase,
+                  tags=tuple(text(t) for t in m.tags), disruptive=m.disruptive)
+            for m in self._raw
+        ]
 
 
 def text(value: bytes) -> str:
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return value.decode("latin-1")
-
-
-def _field(message: Any, name: str) -> str:
-    try:
-        return str(getattr(message, name))
-    except UnicodeDecodeError:
-        return _UNREADABLE
+    """Bytes an attacker may have chosen, as text that keeps every byte visible."""
+    return value.decode("utf-8", "backslashreplace")
 
 
 class Inspection:
-    """One request's trip through the engine. Calls go in order: headers, body, response."""
+    """One request's trip through the engine. Calls go in order: headers, body, response; each
+    releases the GIL while the engine works, so a caller may run any of them in a thread."""
 
-    __slots__ = ("_tx", "compiled", "decision")
+    __slots__ = ("_tx", "compiled", "decision", "_request", "_refused")
 
     def __init__(self, compiled: CompiledRules, request: RequestView, transaction_id: str) -> None:
         self.compiled = compiled
         self.decision: Decision | None = None
-        tx = self._tx = Transaction(compiled.engine, compiled.rules, transaction_id)
-        tx.process_connection(request.client_ip, request.client_port, request.server_ip, request.server_port)
-        tx.process_uri(text(request.target), request.method, request.http_version)
-        for name, value in request.headers:
-            tx.add_request_header(text(name), text(value))
+        self._tx = Transaction(compiled.engine, compiled.rules, transaction_id)
+        self._request = request
+        self._refused: list[RawMatch] = []
 
-    def _check(self, phase: str) -> Decision | None:
-        it = self._tx.intervention()
-        if it is not None and it.disruptive and self.compiled.policy.mode == "block":
-            self.decision = Decision(True, it.status if it.status >= 400 else 403, phase)
+    def _check(self, status: int | None, phase: str) -> Decision | None:
+        if status is not None and self.compiled.policy.mode == "block":
+            self.decision = Decision(True, status if status >= 400 else 403, phase)
         return self.decision
 
     def request_headers(self) -> Decision | None:
-        self._tx.process_request_headers()
-        return self._check("request_headers")
+        r = self._request
+        status = self._tx.request_headers(r.client_ip, r.client_port, r.server_ip, r.server_port,
+                                          engine_target(r.target), r.method, r.http_version, r.headers)
+        return self._check(status, "request_headers")
 
-    def request_body(self, body: bytes) -> Decision | None:
-        if body:
-            self._tx.append_request_body(body)
-            if self._check("request_body"):  # body over the limit with Reject: 413 from the engine
-                return self.decision
-        self._tx.process_request_body()
-        return self._check("request_body")
+    def request_body(self, body: bytes, path: Path | None = None) -> Decision | None:
+        """The body from memory, or (``path``) from a file it was spooled to."""
+        if _is_multipart(self._request.headers) and _unterminated_quote(body, path):
+            self._refused.append(_UNTERMINATED_QUOTE_MATCH)
+            return self._check(400, "request_body")
+        return self._check(self._tx.request_body(body, path), "request_body")
 
     def response_headers(self, status: int, headers: Sequence[tuple[bytes, bytes]], protocol: str) -> Decision | None:
-        for name, value in headers:
-            self._tx.add_response_header(text(name), text(value))
-        self._tx.process_response_headers(status, protocol)
-        return self._check("response_headers")
+        return self._check(self._tx.response_headers(status, protocol, headers), "response_headers")
 
     def response_body(self, body: bytes) -> Decision | None:
-        if body:
-            self._tx.append_response_body(body)
-        self._tx.process_response_body()
-        return self._check("response_body")
+        return self._check(self._tx.response_body(body), "response_body")
 
     def finish(self, logging_phase: bool = False) -> Outcome:
-        """Collect every match; never raises for odd bytes.
+        """Collect every match and free the transaction.
 
         The logging phase (5) only writes ModSecurity's own logs and runs CRS's correlation rules,
         which cannot change a verdict; Edgeward keeps its own audit record, so it is skipped
         unless asked for (the conformance runner reads those log lines)."""
         if logging_phase:
-            self._tx.process_logging()
-        return Outcome(self.decision, self._tx.get_rule_messages())
+            self._tx.logging()
+        outcome = Outcome(self.decision, self._tx.matches() + self._refused)
+        self._tx.close()
+        return outcome
+
+
+def _is_multipart(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name.lower() == b"content-type":
+            return value.lstrip()[:10].lower() == b"multipart/"
+    return False
+
+
+def _unterminated_quote(body: bytes, path: Path | None) -> bool:
+    if path is None:
+        return _UNTERMINATED_QUOTE.search(body) is not None
+    with path.open("rb") as spooled:  # line by line: a part header is one line
+        return any(_UNTERMINATED_QUOTE.search(line) for line in spooled)
 
 
 # CRS's default anomaly points per severity (crs-setup.conf: critical 5, error 4, warning 3, notice 2)

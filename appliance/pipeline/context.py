@@ -4,6 +4,7 @@ Secrets never go here (a credential is checked and dropped; only the consumer's 
 """
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
 @dataclass(slots=True, eq=False)
 class WafResult:
     """The WAF's work on one request, for the canary and the audit record. ``inspection`` is the
-    engine transaction while response rules are still to run; ``outcome`` is set once it ends."""
+    engine transaction while response rules are still to run; ``outcome`` is set once it ends.
+    ``busy`` is the engine call running in a thread, if any: the transaction is freed only after it."""
 
     bundle: str
     digest: str
@@ -28,6 +30,7 @@ class WafResult:
     inspection: Inspection | None = None
     outcome: WafOutcome | None = None
     elapsed: float = 0.0
+    busy: Future[Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         o = self.outcome

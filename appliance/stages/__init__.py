@@ -24,15 +24,17 @@ from appliance.pipeline.stage import Stage, merge_section
 from appliance.stages.accesslog import AccessLogStage
 from appliance.stages.canary import Canary, CanaryStats
 from appliance.stages.metrics import MetricsStage
-from appliance.stages.waf import WafStage, policy_of
+from appliance.stages.waf import EngineThreads, WafStage, policy_of
 
 
 @dataclass(slots=True)
 class Shared:
     """What one worker process keeps across config generations (never module globals): compiled
-    rule sets shared by equal policies, canary statistics and request metrics."""
+    rule sets shared by equal policies, the threads that run long engine calls, canary statistics
+    and request metrics."""
 
     rule_sets: RuleSetCache = field(default_factory=RuleSetCache)
+    engine: EngineThreads = field(default_factory=EngineThreads)
     canary: CanaryStats = field(default_factory=CanaryStats)
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
 
@@ -75,7 +77,7 @@ def _waf(cfg: WafConfig, site: Site) -> Stage | None:
             canary = Canary(shadow, site.shared.canary, scope, cand.ref, cand.digest, manifest.ref)
     except (BundleError, WafCompileError) as exc:
         raise StageConfigError("waf", str(exc)) from exc
-    return WafStage(compiled, f"{manifest.ref}#{manifest.digest[:12]}", manifest.digest, canary)
+    return WafStage(compiled, f"{manifest.ref}#{manifest.digest[:12]}", manifest.digest, canary, site.shared.engine)
 
 
 Builder = Callable[[Any, Site], "Stage | None"]

@@ -65,15 +65,22 @@ class Canary:
 
     def evaluate(self, ctx: RequestContext, view: Any, body: bytes, current: Outcome,
                  current_block: bool, t_current: float) -> None:
+        self.record(ctx, current, current_block, t_current, *self.inspect(ctx.request_id, view, body))
+
+    def inspect(self, request_id: str, view: Any, body: bytes) -> tuple[Outcome, bool, float]:
+        """The candidate's verdict (outcome, would block, seconds); safe to run in a thread."""
         started = time.perf_counter()
-        inspection = Inspection(self.compiled, view, ctx.request_id)
+        inspection = Inspection(self.compiled, view, request_id)
         decision = inspection.request_headers() or inspection.request_body(body)
         outcome = inspection.finish()
-        elapsed = time.perf_counter() - started
+        return outcome, decision is not None and decision.block, time.perf_counter() - started
+
+    def record(self, ctx: RequestContext, current: Outcome, current_block: bool, t_current: float,
+               outcome: Outcome, block: bool, elapsed: float) -> None:
+        """Count one comparison; on the event loop, which owns the statistics."""
         self.stats.record(
             self.key, self.meta, set(current.rule_ids), current_block,
-            set(outcome.rule_ids), decision is not None and decision.block,
-            ctx.request_id, t_current, elapsed,
+            set(outcome.rule_ids), block, ctx.request_id, t_current, elapsed,
         )
 
 

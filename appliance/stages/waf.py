@@ -1,21 +1,25 @@
 """The WAF stage: OWASP CRS through ModSecurity on request headers, then the body up to the limit,
 and optionally on the response (headers, and the body of the inspected content types).
 
-The engine holds the GIL while it evaluates, so this runs inline on the event loop (a thread would
-buy nothing) and WAF capacity scales with worker processes. Evaluation is bounded by ModSecurity's
-own limits (PCRE match limits, body, argument and JSON depth limits) set by the compiler.
+Every engine call releases the GIL. Where a call runs was decided by measurement (docs/waf.md,
+"Where the engine runs"): the header phase and bodies up to ``INLINE_BODY`` bytes run inline on the
+event loop (about 0.5-1.5 ms with CRS, against about 60 us for a hop to a thread); larger bodies
+(about 5 ms per KiB of form fields) run on the worker's engine threads, so the loop keeps serving
+other requests and the stall watchdog never sees a long inspection.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import ClassVar, TypeVar
 
 from waf.compiler import CompiledRules
 from waf.diagnostics import route_xml_errors
 from waf.pcre import warn_without_jit
-from waf.inspect import Decision, Inspection, Outcome
+from waf.inspect import UNTERMINATED_QUOTE_RULE, Decision, Inspection, Outcome
 from waf.policy import Exclusion, Policy
 
 from appliance.config.waf import WafConfig
@@ -26,7 +30,39 @@ from appliance.stages.canary import Canary
 
 log = logging.getLogger("edgeward.waf")
 
-_BODY_ERRORS = frozenset({200002, 200003, 200004, 200005, 200007})
+INLINE_BODY = 1024  # bodies (request or response) above this many bytes are inspected in a thread
+ENGINE_THREADS = 2  # per worker: a worker's engine calls beyond this wait their turn
+_T = TypeVar("_T")
+
+
+class EngineThreads:
+    """The worker's threads for long engine calls, started on first use. Each thread routes
+    libxml2's diagnostics to the log (libxml2's handler is per thread)."""
+
+    def __init__(self, threads: int = ENGINE_THREADS) -> None:
+        self.threads = threads
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="edgeward-engine",
+                                            initializer=route_xml_errors)
+        return self._pool
+
+    async def run(self, result: WafResult, call: Callable[[], _T]) -> _T:
+        """Run ``call`` in a thread; ``result.busy`` holds it until it returns, even when the
+        request is cancelled meanwhile (the transaction must outlive the call)."""
+        future = self._executor().submit(call)
+        result.busy = future
+        value = await asyncio.wrap_future(future)
+        result.busy = None
+        return value
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+_BODY_ERRORS = frozenset({200002, 200003, 200004, 200005, 200007, UNTERMINATED_QUOTE_RULE})
 # SecResponseBodyMimeType in waf.compiler: only these response bodies are held back and inspected
 _INSPECTED_TYPES = (b"text/plain", b"text/html", b"text/xml", b"application/json")
 
@@ -91,12 +127,14 @@ class WafStage(Stage):
     schema = WafConfig
     needs_body: ClassVar[bool] = True
 
-    def __init__(self, compiled: CompiledRules, bundle: str, bundle_digest: str, canary: Canary | None = None) -> None:
+    def __init__(self, compiled: CompiledRules, bundle: str, bundle_digest: str, canary: Canary | None = None,
+                 threads: EngineThreads | None = None) -> None:
         self.compiled = compiled
         self.policy = compiled.policy
         self.bundle = bundle
         self.bundle_digest = bundle_digest
         self.canary = canary
+        self.threads = threads or EngineThreads()
 
     @property
     def body_want(self) -> int:
@@ -135,11 +173,15 @@ class WafStage(Stage):
                 return Verdict(413, "waf.body_limit", details={"waf": result})
             body = body[: policy.body_limit]
         started = time.perf_counter()
-        decision = result.inspection.request_body(body)
+        inspection = result.inspection
+        if len(body) > INLINE_BODY:
+            decision = await self.threads.run(result, lambda: inspection.request_body(body))
+        else:
+            decision = inspection.request_body(body)
         result.elapsed += time.perf_counter() - started
         if policy.inspect_response and decision is None:
             return None  # the transaction stays open for the response rules
-        return self._conclude(ctx, result, decision)
+        return await self._conclude_body(ctx, result, decision)
 
     async def response_headers(self, ctx: RequestContext, response: ResponseHead) -> Verdict | None:
         result = ctx.waf
@@ -155,12 +197,21 @@ class WafStage(Stage):
         result = ctx.waf
         if result is None or result.inspection is None:
             return None
-        decision = result.inspection.response_body(body[: self.policy.response_body_limit])
+        inspection, part = result.inspection, body[: self.policy.response_body_limit]
+        if len(part) > INLINE_BODY:
+            decision = await self.threads.run(result, lambda: inspection.response_body(part))
+        else:
+            decision = inspection.response_body(part)
         return self._conclude(ctx, result, decision)
 
     def done(self, ctx: RequestContext, outcome: RequestOutcome) -> None:
         result = ctx.waf
-        if result is not None and result.inspection is not None:  # the response never came
+        if result is None or result.inspection is None:
+            return
+        busy = result.busy
+        if busy is not None and not busy.done():  # cancelled while the engine works: free it after
+            busy.add_done_callback(lambda _: self._finish(result, None))
+        else:  # the response never came
             self._finish(result, None)
 
     def _finish(self, result: WafResult, decision: Decision | None) -> Outcome:
@@ -169,17 +220,35 @@ class WafStage(Stage):
         result.inspection = None
         return outcome
 
-    def _conclude(self, ctx: RequestContext, result: WafResult, decision: Decision | None) -> Verdict | None:
+    async def _conclude_body(self, ctx: RequestContext, result: WafResult, decision: Decision | None) -> Verdict | None:
+        """``_conclude`` after the request body; with a large body the canary's second inspection
+        runs in a thread too."""
+        large = len(ctx.body) > INLINE_BODY
+        verdict = self._conclude(ctx, result, decision, canary_inline=not large)
+        canary = self.canary
+        if large and canary is not None and result.outcome is not None and _canary_applies(decision):
+            view, body, current = _RequestView(ctx), ctx.body[: self.policy.body_limit], result.outcome
+            blocked = ctx.would_block or (decision is not None and decision.block)
+            found = await self.threads.run(result, lambda: canary.inspect(ctx.request_id, view, body))
+            canary.record(ctx, current, blocked, result.elapsed, *found)
+        return verdict
+
+    def _conclude(self, ctx: RequestContext, result: WafResult, decision: Decision | None,
+                  canary_inline: bool = True) -> Verdict | None:
         outcome = self._finish(result, decision)
         blocked = decision is not None and decision.block
         if not blocked and self.policy.mode == "detect" and _would_block(outcome, self.policy):
             ctx.would_block = True
-        if self.canary is not None and not (decision is not None and decision.status == 413):
+        if canary_inline and self.canary is not None and _canary_applies(decision):
             self.canary.evaluate(ctx, _RequestView(ctx), ctx.body[: self.policy.body_limit], outcome,
                                  blocked or ctx.would_block, result.elapsed)
         if decision is not None and decision.block:
             return Verdict(decision.status, _reason(decision, outcome), details={"waf": result})
         return None
+
+
+def _canary_applies(decision: Decision | None) -> bool:
+    return not (decision is not None and decision.status == 413)  # a body refused unread says nothing
 
 
 def _inspected_type(headers: Sequence[tuple[bytes, bytes]]) -> bool:

@@ -24,7 +24,7 @@ def test_debian_crs_imports_as_crs_334_with_910_left_out(tmp_path: Path, crs_dir
     assert m.ref == "crs@3.3.4" and len(m.digest) == 64 and result.new
     assert "crs-setup.conf" in m.files and m.load_order[0] == "crs-setup.conf"
     assert "rules/REQUEST-910-IP-REPUTATION.conf" in result.excluded
-    assert "MaxMind" in result.excluded["rules/REQUEST-910-IP-REPUTATION.conf"]
+    assert "GeoIP" in result.excluded["rules/REQUEST-910-IP-REPUTATION.conf"]
     assert 942100 in m.rule_ids and m.rule_count > 500
     assert m.engine.startswith("ModSecurity v3.0.")
 
