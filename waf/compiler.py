@@ -1,7 +1,9 @@
 """Compile a rule bundle plus a policy into a ModSecurity rule set.
 
 Load order, as nginx+ModSecurity with CRS: the engine settings (those of ModSecurity's
-``modsecurity.conf-recommended``, including its request-body-processor rules), the bundle's
+``modsecurity.conf-recommended``, including its request-body-processor rules, which do not fire on
+a body the engine cut at ``SecRequestBodyLimit``: with ``inspect_partial`` a parser error there is
+the cut, not the client), the bundle's
 ``crs-setup.conf``, the policy's settings as one ``SecAction``, path-scoped exclusions (``ctl:``),
 the bundle's rules, global exclusions (``SecRuleRemove*``/``SecRuleUpdateTarget*``), then the
 operator's raw ``directives``. Generated rules use ids 10000-10999 (CRS leaves 1-99999 to local use).
@@ -44,16 +46,19 @@ SecRule REQUEST_HEADERS:Content-Type "^application/json" \\
 SecRule &ARGS "@ge {arguments}" \\
   "id:200007,phase:2,t:none,log,deny,status:400,msg:'Failed to fully parse request body due to large argument count',severity:2"
 SecRule REQBODY_ERROR "!@eq 0" \\
-  "id:200002,phase:2,t:none,log,deny,status:400,msg:'Failed to parse request body.',logdata:'%{{reqbody_error_msg}}',severity:2"
+  "id:200002,phase:2,t:none,log,deny,status:400,msg:'Failed to parse request body.',logdata:'%{{reqbody_error_msg}}',severity:2,chain"
+  SecRule INBOUND_DATA_ERROR "@eq 0" "t:none"
 SecRule MULTIPART_STRICT_ERROR "!@eq 0" \\
-  "id:200003,phase:2,t:none,log,deny,status:400, \\
+  "id:200003,phase:2,t:none,log,deny,status:400,chain, \\
   msg:'Multipart request body failed strict validation: \\
   PE %{{REQBODY_PROCESSOR_ERROR}}, BQ %{{MULTIPART_BOUNDARY_QUOTED}}, BW %{{MULTIPART_BOUNDARY_WHITESPACE}}, \\
   DB %{{MULTIPART_DATA_BEFORE}}, DA %{{MULTIPART_DATA_AFTER}}, HF %{{MULTIPART_HEADER_FOLDING}}, \\
   LF %{{MULTIPART_LF_LINE}}, SM %{{MULTIPART_MISSING_SEMICOLON}}, IQ %{{MULTIPART_INVALID_QUOTING}}, \\
   IP %{{MULTIPART_INVALID_PART}}, IH %{{MULTIPART_INVALID_HEADER_FOLDING}}, FL %{{MULTIPART_FILE_LIMIT_EXCEEDED}}'"
+  SecRule INBOUND_DATA_ERROR "@eq 0" "t:none"
 SecRule MULTIPART_UNMATCHED_BOUNDARY "@eq 1" \\
-  "id:200004,phase:2,t:none,log,deny,msg:'Multipart parser detected a possible unmatched boundary.'"
+  "id:200004,phase:2,t:none,log,deny,msg:'Multipart parser detected a possible unmatched boundary.',chain"
+  SecRule INBOUND_DATA_ERROR "@eq 0" "t:none"
 SecRule TX:/^MSC_/ "!@streq 0" \\
   "id:200005,phase:2,t:none,deny,msg:'ModSecurity internal error flagged: %{{MATCHED_VAR_NAME}}'"
 """

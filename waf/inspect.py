@@ -148,10 +148,19 @@ class Inspection:
         return self._check(status, "request_headers")
 
     def request_body(self, body: bytes, path: Path | None = None) -> Decision | None:
-        """The body from memory, or (``path``) from a file it was spooled to."""
-        if _is_multipart(self._request.headers) and _unterminated_quote(body, path):
-            self._refused.append(_UNTERMINATED_QUOTE_MATCH)
-            return self._check(400, "request_body")
+        """The body from memory, or (``path``) from a file it was spooled to. A body over the
+        policy's ``body_limit`` (``inspect_partial``) is cut by the engine, whose body processors
+        then keep what they parsed of the first ``body_limit`` bytes; a multipart body is closed
+        after its last part instead, because the multipart processor keeps nothing of a body
+        without its final boundary."""
+        boundary = _multipart_boundary(self._request.headers)
+        if boundary is not None:
+            if _unterminated_quote(body, path):
+                self._refused.append(_UNTERMINATED_QUOTE_MATCH)
+                return self._check(400, "request_body")
+            limit = self.compiled.policy.body_limit
+            if path is None and len(body) > limit:
+                body = close_multipart(body, boundary, limit)
         return self._check(self._tx.request_body(body, path), "request_body")
 
     def response_headers(self, status: int, headers: Sequence[tuple[bytes, bytes]], protocol: str) -> Decision | None:
@@ -173,11 +182,33 @@ class Inspection:
         return outcome
 
 
-def _is_multipart(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+_BOUNDARY = re.compile(rb'(?i);\s*boundary\s*=\s*(?:"([^"]+)"|([^\s;]+))')
+
+
+def _multipart_boundary(headers: Sequence[tuple[bytes, bytes]]) -> bytes | None:
+    """The boundary of a multipart body (b"" when a multipart type names none), else None."""
     for name, value in headers:
         if name.lower() == b"content-type":
-            return value.lstrip()[:10].lower() == b"multipart/"
-    return False
+            if value.lstrip()[:10].lower() != b"multipart/":
+                return None
+            found = _BOUNDARY.search(value)
+            return (found.group(1) or found.group(2)) if found else b""
+    return None
+
+
+def close_multipart(body: bytes, boundary: bytes, limit: int) -> bytes:
+    """The first ``limit`` bytes of a multipart body as a complete body: the part the limit cuts
+    through ends where it is cut (its headers whole) or is left out (its headers cut)."""
+    if not boundary:
+        return body
+    closing = b"\r\n--" + boundary + b"--\r\n"
+    cut = body[: max(0, limit - len(closing))]
+    last = cut.rfind(b"--" + boundary)
+    if last >= 0 and cut.find(b"\r\n\r\n", last) < 0:  # the last part's headers are cut: leave it out
+        cut = cut[:last]
+        if cut.endswith(b"\r\n"):
+            cut = cut[:-2]
+    return cut + closing
 
 
 def _unterminated_quote(body: bytes, path: Path | None) -> bool:

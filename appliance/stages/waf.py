@@ -165,13 +165,11 @@ class WafStage(Stage):
         if result is None or result.inspection is None:
             return None
         policy = self.policy
-        body = ctx.body
-        if len(body) > policy.body_limit:
+        body = ctx.body  # at most body_limit + 1 bytes were read
+        if len(body) > policy.body_limit and policy.body_limit_action == "reject" and policy.mode == "block":
             # The engine answers 403 for SecRequestBodyLimitAction Reject; HTTP says 413.
-            if policy.body_limit_action == "reject" and policy.mode == "block":
-                self._finish(result, None)
-                return Verdict(413, "waf.body_limit", details={"waf": result})
-            body = body[: policy.body_limit]
+            self._finish(result, None)
+            return Verdict(413, "waf.body_limit", details={"waf": result})
         started = time.perf_counter()
         inspection = result.inspection
         if len(body) > INLINE_BODY:
@@ -227,7 +225,7 @@ class WafStage(Stage):
         verdict = self._conclude(ctx, result, decision, canary_inline=not large)
         canary = self.canary
         if large and canary is not None and result.outcome is not None and _canary_applies(decision):
-            view, body, current = _RequestView(ctx), ctx.body[: self.policy.body_limit], result.outcome
+            view, body, current = _RequestView(ctx), ctx.body, result.outcome
             blocked = ctx.would_block or (decision is not None and decision.block)
             found = await self.threads.run(result, lambda: canary.inspect(ctx.request_id, view, body))
             canary.record(ctx, current, blocked, result.elapsed, *found)
@@ -240,7 +238,7 @@ class WafStage(Stage):
         if not blocked and self.policy.mode == "detect" and _would_block(outcome, self.policy):
             ctx.would_block = True
         if canary_inline and self.canary is not None and _canary_applies(decision):
-            self.canary.evaluate(ctx, _RequestView(ctx), ctx.body[: self.policy.body_limit], outcome,
+            self.canary.evaluate(ctx, _RequestView(ctx), ctx.body, outcome,
                                  blocked or ctx.would_block, result.elapsed)
         if decision is not None and decision.block:
             return Verdict(decision.status, _reason(decision, outcome), details={"waf": result})

@@ -79,6 +79,13 @@ def req(app: Appliance, host: str, path: str = "/", method: str = "GET", **kw: o
     return httpx.request(method, app.url + path, headers=headers, timeout=10, **kw)  # type: ignore[arg-type]
 
 
+_MULTIPART = "multipart/form-data; boundary=b0undary"
+
+
+def _multipart(*fields: tuple[str, str]) -> str:
+    return "".join(f'--b0undary\r\nContent-Disposition: form-data; name="{n}"\r\n\r\n{v}\r\n' for n, v in fields) + "--b0undary--\r\n"
+
+
 CASES = [
     # (case, host, method, path, body, content-type, extra headers, expected status)
     ("benign get", "block.test", "GET", "/search?q=hello+world&page=2", None, None, {}, 200),
@@ -131,6 +138,20 @@ CASES = [
      "application/x-www-form-urlencoded", {}, 200),
     ("partial: attack within the limit", "partial.test", "POST", "/form", f"q={SQLI}&a=" + "a" * 1100,
      "application/x-www-form-urlencoded", {}, 403),
+    ("partial multipart: benign, cut in its last part", "partial.test", "POST", "/upload", _multipart(("a", "hello"), ("big", "x" * 3000)),
+     _MULTIPART, {}, 200),
+    ("partial multipart: attack in a part within the limit", "partial.test", "POST", "/upload",
+     _multipart(("q", SQLI), ("big", "x" * 3000)), _MULTIPART, {}, 403),
+    ("partial multipart: attack in the part the limit cuts", "partial.test", "POST", "/upload",
+     _multipart(("a", "hello"), ("big", "x" * 300 + SQLI + "x" * 3000)), _MULTIPART, {}, 403),
+    ("partial multipart: attack past the limit", "partial.test", "POST", "/upload",
+     _multipart(("a", "hello"), ("big", "x" * 3000), ("q", SQLI)), _MULTIPART, {}, 200),
+    ("partial json: benign", "partial.test", "POST", "/json", json.dumps({"a": "hello", "big": "x" * 3000}), "application/json", {}, 200),
+    ("partial json: attack within the limit", "partial.test", "POST", "/json", json.dumps({"a": SQLI, "big": "x" * 3000}),
+     "application/json", {}, 403),
+    ("partial xml: benign", "partial.test", "POST", "/x", "<r><a>hello</a><big>" + "x" * 3000 + "</big></r>", "text/xml", {}, 200),
+    ("partial xml: attack within the limit", "partial.test", "POST", "/x",
+     f"<r><a>{SQLI} union select password from users</a><big>" + "x" * 3000 + "</big></r>", "text/xml", {}, 403),
     ("response leaks an SQL error", "resp.test", "GET", "/", None, None,
      {"X-Note": "You have an error in your SQL syntax; check the manual that corresponds to your MySQL server version"}, 403),
     ("benign response", "resp.test", "GET", "/", None, None, {}, 200),
