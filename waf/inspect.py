@@ -159,7 +159,10 @@ class Inspection:
                 self._refused.append(_UNTERMINATED_QUOTE_MATCH)
                 return self._check(400, "request_body")
             limit = self.compiled.policy.body_limit
-            if path is None and len(body) > limit:
+            if path is not None and path.stat().st_size > limit:
+                with path.open("rb") as spooled:
+                    body, path = spooled.read(limit + 1), None
+            if len(body) > limit:
                 body = close_multipart(body, boundary, limit)
         return self._check(self._tx.request_body(body, path), "request_body")
 

@@ -195,6 +195,8 @@ class EdgewardApp:
                     await _refuse(ctx, Verdict(500, "internal_error", kind="error"), send, outcome)
         finally:
             finish(route.finish if route is not None else runtime.done.done_stages, ctx, outcome)
+            if ctx.spool is not None:
+                ctx.spool.close()
             runtime.leave()
 
 

@@ -17,7 +17,7 @@ import aiohttp
 
 from appliance.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
 from appliance.http.responses import local_response, send_local
-from appliance.pipeline.body import ClientGone, read_body
+from appliance.pipeline.body import ClientGone, Spool, read_body
 from appliance.pipeline.context import RequestContext
 from appliance.pipeline.route import Route
 from appliance.pipeline.stage import ResponseHead
@@ -112,11 +112,18 @@ def response_headers(headers: Headers, request_id: str) -> Headers:
     return out
 
 
-async def _rest_of_body(first: bytes, receive: Receive, limit: int) -> AsyncIterator[bytes]:
-    received = len(first)
-    if first:
-        yield first
-    while True:
+async def _rest_of_body(first: bytes, spool: Spool | None, receive: Receive, limit: int,
+                        complete: bool) -> AsyncIterator[bytes]:
+    """What was read (from memory or the spool file), then the rest as it arrives."""
+    if spool is not None:
+        received = spool.size
+        async for chunk in spool.chunks():
+            yield chunk
+    else:
+        received = len(first)
+        if first:
+            yield first
+    while not complete:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone()
@@ -239,12 +246,12 @@ class Proxy:
                 await read_body(ctx, PREFETCH)
             except ClientGone:
                 return await answer_client_gone(send, ctx, outcome)
-            if route.max_body_size and len(ctx.body) > route.max_body_size:
+            if route.max_body_size and ctx.body_length > route.max_body_size:
                 return await _local(send, ctx, outcome, 413, "request.body_too_large", "Request body too large")
-            if ctx.body_complete and not ctx.body and length is None:
+            if ctx.body_complete and not ctx.body_length and length is None:
                 has_body = False  # an HTTP/2 stream that carried no body after all
         complete = not has_body or ctx.body_complete
-        first = ctx.body
+        first, spool = ctx.body, ctx.spool
         pool = route.pool
         target = pool.pick()
         attempts = 2 if complete and len(pool.targets) > 1 else 1
@@ -258,8 +265,8 @@ class Proxy:
         try:
             for attempt in range(attempts):
                 outcome.upstream = target.address
-                body: bytes | AsyncIterator[bytes] = first if complete else _rest_of_body(
-                    first, receive, route.max_body_size)
+                body: bytes | AsyncIterator[bytes] = first if complete and spool is None else _rest_of_body(
+                    first, spool, receive, route.max_body_size, complete)
                 try:
                     response = await self.transport.send(
                         target.scheme, target.host, target.port, ctx.method,

@@ -14,6 +14,8 @@ from appliance.types import Receive, Scope
 if TYPE_CHECKING:
     from waf.inspect import Inspection, Outcome as WafOutcome
 
+    from appliance.pipeline.body import Spool
+
     from appliance.pipeline.route import Route
 
 
@@ -72,8 +74,14 @@ class RequestContext:
     # -- written by later stages
     consumer: str | None = None
     body: bytes = b""  # request body read so far; the proxy sends it first, then streams the rest
+    spool: Spool | None = None  # instead of ``body`` once the body read outgrew memory (body.SPOOL_OVER)
     body_complete: bool = False
     verdict: Verdict | None = None
     would_block: bool = False  # a detect-mode protection would have stopped this request
     waf: WafResult | None = None
     response_body_limit: int = 0  # response bytes a stage wants to inspect (0: stream it)
+
+    @property
+    def body_length(self) -> int:
+        """Bytes of body read so far, in memory or spooled."""
+        return self.spool.size if self.spool is not None else len(self.body)

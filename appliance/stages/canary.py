@@ -65,13 +65,15 @@ class Canary:
 
     def evaluate(self, ctx: RequestContext, view: Any, body: bytes, current: Outcome,
                  current_block: bool, t_current: float) -> None:
-        self.record(ctx, current, current_block, t_current, *self.inspect(ctx.request_id, view, body))
+        self.record(ctx, current, current_block, t_current, *self.inspect(
+            ctx.request_id, view, body, ctx.spool.path if ctx.spool else None))
 
-    def inspect(self, request_id: str, view: Any, body: bytes) -> tuple[Outcome, bool, float]:
-        """The candidate's verdict (outcome, would block, seconds); safe to run in a thread."""
+    def inspect(self, request_id: str, view: Any, body: bytes, path: Path | None = None) -> tuple[Outcome, bool, float]:
+        """The candidate's verdict (outcome, would block, seconds); safe to run in a thread.
+        ``path``: the body's spool file instead of ``body``."""
         started = time.perf_counter()
         inspection = Inspection(self.compiled, view, request_id)
-        decision = inspection.request_headers() or inspection.request_body(body)
+        decision = inspection.request_headers() or inspection.request_body(body, path)
         outcome = inspection.finish()
         return outcome, decision is not None and decision.block, time.perf_counter() - started
 

@@ -357,3 +357,43 @@ def test_xml_parser_errors_reach_the_log_not_stderr_verbatim(app: Appliance) -> 
         assert time.monotonic() < deadline, app.logs()[-2000:]
         time.sleep(0.05)
     assert "attacker-text-QRS" not in app.logs()
+
+
+def _upload(name: str, content: bytes, extra: tuple[tuple[str, str], ...] = ()) -> bytes:
+    head = "".join(f'--b0undary\r\nContent-Disposition: form-data; name="{n}"\r\n\r\n{v}\r\n' for n, v in extra)
+    return (head.encode() + b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="' + name.encode()
+            + b'"\r\nContent-Type: application/octet-stream\r\n\r\n' + content + b"\r\n--b0undary--\r\n")
+
+
+def test_a_body_spooled_to_disk_is_inspected_and_forwarded_whole(app: Appliance) -> None:
+    """Bodies beyond 1 MiB go to a spool file the engine reads; the upstream gets every byte."""
+    content = bytes(range(256)) * (12 * 4096)  # 12 MiB, every byte value
+    body = _upload("data.bin", content, (("note", "quarterly figures"),))
+    resp = req(app, "block.test", "/upload", "POST", content=body, headers={"Content-Type": _MULTIPART})
+    assert resp.status_code == 200, resp.text[:300]
+    assert resp.json()["body_bytes"] == len(body) and resp.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
+    attack = _upload("data.bin", content, (("note", SQLI),))
+    assert req(app, "block.test", "/upload", "POST", content=attack, headers={"Content-Type": _MULTIPART}).status_code == 403
+    chunked = req(app, "block.test", "/upload", "POST", content=iter([body[i:i + 65536] for i in range(0, len(body), 65536)]),
+                  headers={"Content-Type": _MULTIPART})  # no Content-Length: HTTP/1.1 chunked
+    assert chunked.status_code == 200 and chunked.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_a_spooled_body_cut_by_inspect_partial_is_inspected_up_to_the_limit(tmp_path_factory: pytest.TempPathFactory,
+                                                                           upstream_a: Upstream, crs_state: Path) -> None:
+    domains = f"""\
+  - hosts: [p.test]
+    upstream: {upstream_a.url}
+    waf: {{mode: block, body_limit: 2m, body_limit_action: inspect_partial}}
+"""
+    app = start_appliance(tmp_path_factory.mktemp("spool"), domains, state_dir=copy_state(crs_state))
+    try:
+        big = b"x" * (3 * 1024 * 1024)
+        within = _upload("a.bin", big, (("q", SQLI),))
+        beyond = _upload("a.bin", big) .replace(b"--b0undary--", f'--b0undary\r\nContent-Disposition: form-data; name="q"\r\n\r\n{SQLI}\r\n--b0undary--'.encode())
+        headers = {"Content-Type": _MULTIPART}
+        assert req(app, "p.test", "/u", "POST", content=within, headers=headers).status_code == 403
+        resp = req(app, "p.test", "/u", "POST", content=beyond, headers=headers)
+        assert resp.status_code == 200 and resp.json()["body_bytes"] == len(beyond)
+    finally:
+        stop(app.proc)
