@@ -18,8 +18,10 @@ Overrides (like go-ftw's platform overrides) declare known engine differences pe
 from __future__ import annotations
 
 import base64
+import json
 import re
 import socket
+import time
 from urllib.parse import parse_qsl, unquote, urlencode
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -34,7 +36,8 @@ from .policy import Policy
 # What CRS's CI sets (tests/regression for 3.3; the same values in CRS 4's go-ftw setup).
 CI_DIRECTIVES = """\
 SecAction "id:10090,phase:1,pass,nolog,t:none,setvar:tx.arg_length=400,setvar:tx.arg_name_length=100,\
-setvar:tx.crs_validate_utf8_encoding=1"
+setvar:tx.crs_validate_utf8_encoding=1,setvar:tx.max_file_size=64100,setvar:tx.combined_file_sizes=65535,\
+setvar:tx.max_num_args=255,setvar:tx.total_arg_length=64000"
 """
 _VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
 
@@ -116,6 +119,15 @@ def _text(value: bytes) -> str:
         return value.decode("utf-8")
     except UnicodeDecodeError:
         return value.decode("latin-1")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the appliance answered to one request sent over the wire."""
+
+    status: int | None
+    request_id: str | None
+    rules: frozenset[int] | None = None  # the rule ids its access log recorded for the request
 
 
 @dataclass
@@ -203,10 +215,73 @@ def _expectations(output: dict[str, Any]) -> tuple[list[str], list[str]]:
 class Runner:
     """Evaluates cases against one compiled rule set in DetectionOnly at paranoia 4."""
 
-    def __init__(self, bundle_dir: Path, load_order: list[str], http: tuple[str, int] | None = None) -> None:
+    def __init__(self, bundle_dir: Path, load_order: list[str], http: tuple[str, int] | None = None,
+                 access_log: Path | None = None) -> None:
         self.http = http
+        self.access_log = access_log
+        self.answers: dict[tuple[str, int], Answer] = {}  # (test id, stage): what the appliance answered
         policy = Policy(mode="detect", paranoia=4, directives=CI_DIRECTIVES)
         self.compiled = compile_rules(bundle_dir, load_order, policy, text_log=True)
+
+    @property
+    def over_the_wire(self) -> bool:
+        """go-ftw's rule-id expectations are judged from the appliance's access log, as go-ftw
+        judges them from the web server's error log."""
+        return self.http is not None and self.access_log is not None
+
+    def send_all(self, cases: list[Case], timeout: float = 30.0) -> None:
+        """Send every stage that carries go-ftw ``log`` expectations, then read the rule ids the
+        access log recorded for each answer (the log is written in batches, so all at once)."""
+        assert self.access_log is not None
+        for case in cases:
+            if not case.enabled:
+                continue
+            for index, stage in enumerate(case.stages):
+                if isinstance((stage.get("output") or {}).get("log"), dict):
+                    try:
+                        request = build_request(stage.get("input") or {})
+                    except (ValueError, IndexError):
+                        continue
+                    self.answers[(case.test_id, index)] = self.exchange(request)
+        wanted = {a.request_id for a in self.answers.values() if a.request_id}
+        found: dict[str, frozenset[int]] = {}
+        deadline = time.monotonic() + timeout
+        while True:
+            found = _rules_by_request(self.access_log, wanted)
+            if len(found) == len(wanted) or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
+        self.answers = {key: Answer(a.status, a.request_id, found.get(a.request_id or "")) for key, a in self.answers.items()}
+
+    def _judge_wire(self, case: Case, index: int, output: dict[str, Any]) -> str | None:
+        """Why the stage fails over the wire, or None when it passes. A ``match_regex`` is about
+        log text, which the appliance never writes (matched data stays out of its logs): it is
+        judged on the engine's own log lines for the same request, run in-process."""
+        answer = self.answers.get((case.test_id, index))
+        if answer is None:
+            return "request cannot be built"
+        if "status" in output:
+            wanted = output["status"] if isinstance(output["status"], list) else [output["status"]]
+            if answer.status not in wanted:
+                return f"status {answer.status}, expected {wanted}"
+        log = output.get("log") or {}
+        rules = answer.rules or frozenset()
+        if answer.rules is None and (log.get("expect_ids") or log.get("no_expect_ids")):
+            return f"no access log line for the answer (status {answer.status}, request id {answer.request_id})"
+        missing = [int(i) for i in log.get("expect_ids") or [] if int(i) not in rules]
+        if missing:
+            return f"rules {missing} did not match (matched: {sorted(rules)})"
+        unwanted = [int(i) for i in log.get("no_expect_ids") or [] if int(i) in rules]
+        if unwanted:
+            return f"rules {unwanted} matched"
+        if log.get("match_regex") or log.get("no_match_regex"):
+            given = case.stages[index].get("input") or {}
+            text = self.log_for(build_request(given), int(given.get("port") or 80))
+            if log.get("match_regex") and not re.search(str(log["match_regex"]), text):
+                return f"the engine's log lacks /{log['match_regex']}/"
+            if log.get("no_match_regex") and re.search(str(log["no_match_regex"]), text):
+                return f"the engine's log has /{log['no_match_regex']}/"
+        return None
 
     def log_for(self, request: Request, port: int) -> str:
         """The engine's log lines for the request, as nginx would write them to its error log."""
@@ -221,20 +296,30 @@ class Runner:
 
     def status_over_http(self, request: Request) -> int | None:
         """Send the request as ftw would to a running appliance; the status, or None if it closed."""
+        return self.exchange(request).status
+
+    def exchange(self, request: Request) -> Answer:
+        """Send the request's bytes to the appliance; its status and X-Request-Id (None, None if it
+        closed without answering)."""
         assert self.http is not None
-        with socket.create_connection(self.http, timeout=5) as sock:
+        data = b""
+        with socket.create_connection(self.http, timeout=10) as sock:
             sock.sendall(request.wire)
-            data = b""
             try:
-                while b"\r\n" not in data:
-                    chunk = sock.recv(4096)
+                while b"\r\n\r\n" not in data:
+                    chunk = sock.recv(65536)
                     if not chunk:
                         break
                     data += chunk
             except OSError:
-                return None
-        parts = data.split(b" ", 2)
-        return int(parts[1]) if len(parts) > 1 and parts[0].startswith(b"HTTP/") and parts[1].isdigit() else None
+                pass
+        head = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+        parts = head[0].split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+            return Answer(None, None)
+        request_id = next((line.split(b":", 1)[1].strip().decode("latin-1") for line in head[1:]
+                           if line.lower().startswith(b"x-request-id:")), None)
+        return Answer(int(parts[1]), request_id)
 
     def run(self, case: Case, output_override: dict[str, Any] | None = None) -> Result:
         if not case.enabled:
@@ -243,6 +328,12 @@ class Runner:
         for index, stage in enumerate(case.stages):
             given = stage.get("input") or {}
             output = output_override if output_override is not None and index == len(case.stages) - 1 else (stage.get("output") or {})
+            if self.over_the_wire and isinstance(output.get("log"), dict) and (case.test_id, index) in self.answers:
+                failure = self._judge_wire(case, index, output)
+                if failure:
+                    return Result(case, "failed", failure)
+                judged = True
+                continue
             must, must_not = _expectations(output)
             web_only = output.get("expect_error") or (not must and not must_not and output.get("status") is not None)
             if web_only:
@@ -301,14 +392,35 @@ def _override_for(case: Case, overrides: Iterable[Override]) -> Override | None:
     return None
 
 
+def _rules_by_request(access_log: Path, wanted: set[str]) -> dict[str, frozenset[int]]:
+    found: dict[str, frozenset[int]] = {}
+    try:
+        lines = access_log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("request_id") in wanted and "waf_rules" in record:
+            found[record["request_id"]] = frozenset(int(r) for r in record["waf_rules"])
+    return found
+
+
 def run_suite(
     directory: Path, bundle_dir: Path, load_order: list[str], overrides: list[Override] | None = None,
     progress: Callable[[Result], None] | None = None, http: tuple[str, int] | None = None,
+    access_log: Path | None = None,
 ) -> tuple[Summary, Summary | None]:
-    """Run every case; return (summary without overrides, summary with them, if any given)."""
-    runner = Runner(bundle_dir, load_order, http)
+    """Run every case; return (summary without overrides, summary with them, if any given).
+    With ``http`` and ``access_log``, go-ftw's rule-id expectations are judged over the wire."""
+    runner = Runner(bundle_dir, load_order, http, access_log)
+    cases = list(load_cases(directory))
+    if runner.over_the_wire:
+        runner.send_all(cases)
     plain, applied = Summary(), Summary() if overrides is not None else None
-    for case in load_cases(directory):
+    for case in cases:
         result = runner.run(case)
         plain.results.append(result)
         if progress:

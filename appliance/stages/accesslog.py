@@ -38,7 +38,9 @@ class AccessLogStage(Stage):
 
     def done(self, ctx: RequestContext, outcome: Outcome) -> None:
         route = ctx.route
+        waf = ctx.waf.outcome if ctx.waf is not None else None
         self.log.write(
             ctx.request_id, ctx.domain, route.path if route is not None else "-", ctx.client_ip, ctx.method,
             ctx.scope["path"], outcome.status, outcome.sent, (time.perf_counter() - ctx.started) * 1000,
-            outcome.upstream, outcome.verdict, outcome.reason)
+            outcome.upstream, outcome.verdict, outcome.reason,
+            waf.rule_ids if waf is not None else None, waf.anomaly_score if waf is not None else 0)

@@ -185,8 +185,14 @@ def test_detect_mode_logs_would_block(app: Appliance) -> None:
     resp = req(app, "detect.test", "/?q=1%27%20or%201%3D1--")
     assert resp.status_code == 200
     assert app.access_record(resp.headers["x-request-id"])["verdict"] == "detect"
+    record = app.access_record(resp.headers["x-request-id"])
+    assert {942100, 949110} <= set(record["waf_rules"]) and record["waf_score"] >= 5  # type: ignore[call-overload, operator]
+    assert "1' or" not in json.dumps(record)  # rule ids only, never the matched data
     benign = req(app, "detect.test", "/?q=hello")
     assert app.access_record(benign.headers["x-request-id"])["verdict"] == "allow"
+    assert app.access_record(benign.headers["x-request-id"])["waf_rules"] == []
+    unprotected = req(app, "off.test", "/?q=1%27%20or%201%3D1--")
+    assert "waf_rules" not in app.access_record(unprotected.headers["x-request-id"])
 
 
 def test_blocked_requests_never_reach_the_upstream(app: Appliance, upstream_a: Upstream) -> None:
