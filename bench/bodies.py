@@ -18,11 +18,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import EDGEWARD, descendants, free_port, rss_mib, start_nginx, stop_all, wait_port  # noqa: E402
+from common import crs_for_both, EDGEWARD, descendants, free_port, rss_mib, start_nginx, stop_all, wait_port  # noqa: E402
 
-from appliance.bundles import activations_for, import_bundle  # noqa: E402
-from waf.compiler import engine_settings, policy_action  # noqa: E402
-from waf.policy import Policy  # noqa: E402
 
 MODULE = "/usr/lib/nginx/modules/ngx_http_modsecurity_module.so"
 CRS = "/usr/share/modsecurity-crs"
@@ -81,15 +78,7 @@ def main() -> int:
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="edgeward-bodybench-") as tmp:
         try:
-            os.chmod(tmp, 0o755)  # nginx's workers (user nobody) buffer large bodies to files under it
-            state = Path(tmp) / "state"
-            bundle = import_bundle(state, CRS).manifest
-            activations_for(state).activate(bundle.digest, bundle.ref, reason="bench")
-            bundle_dir = state / "bundles" / bundle.digest
-            policy = Policy(mode="block", paranoia=1)
-            rules = Path(tmp) / "modsec.conf"
-            includes = [f"Include {bundle_dir / rel}\n" for rel in bundle.load_order]
-            rules.write_text(engine_settings(policy) + includes[0] + policy_action(policy) + "".join(includes[1:]))
+            ref, state, rules = crs_for_both(tmp, CRS)
             origin, nginx_port, edge_port, admin_port = free_port(), free_port(), free_port(), free_port()
             procs.append(start_nginx(tmp, "origin", ORIGIN.format(port=origin), 1))
             nginx = start_nginx(tmp, "modsec", WAF_PROXY.format(origin=origin, port=nginx_port, rules=rules), 1,
@@ -114,7 +103,7 @@ def main() -> int:
             }
         finally:
             stop_all(procs)
-    print(f"{args.clients} concurrent multipart uploads of {args.size} MiB, CRS {bundle.ref} paranoia 1, one worker each")
+    print(f"{args.clients} concurrent multipart uploads of {args.size} MiB, CRS {ref} paranoia 1, one worker each")
     print(f"{'':20} {'RSS before':>11} {'peak':>8} {'growth':>8} {'slowest upload':>15}")
     for who, (before, peak, slowest) in results.items():
         print(f"{who:20} {before:>8.0f} MiB {peak:>4.0f} MiB {peak - before:>4.0f} MiB {slowest:>13.1f} s")

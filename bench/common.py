@@ -4,6 +4,7 @@ Loopback only: every server here binds 127.0.0.1 and wrk targets 127.0.0.1.
 """
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -119,3 +120,25 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait(40)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def crs_for_both(tmp: str, crs: str) -> tuple[str, Path, Path]:
+    """Import ``crs`` into a state directory under ``tmp`` for Edgeward and write the ModSecurity
+    rules file nginx loads: exactly the files and settings Edgeward compiles (paranoia 1,
+    blocking). Returns (bundle reference, state directory, nginx rules file). Also makes ``tmp``
+    readable: nginx's workers (user nobody) buffer large request bodies to files under it, and
+    without that nginx answered 500 to large bodies, which a benchmark took for a fast block."""
+    from appliance.bundles import activations_for, import_bundle
+    from waf.compiler import engine_settings, policy_action
+    from waf.policy import Policy
+
+    os.chmod(tmp, 0o755)
+    state = Path(tmp) / "state"
+    bundle = import_bundle(state, crs).manifest
+    activations_for(state).activate(bundle.digest, bundle.ref, reason="bench")
+    bundle_dir = state / "bundles" / bundle.digest
+    policy = Policy(mode="block", paranoia=1)
+    rules = Path(tmp) / "modsec.conf"
+    includes = [f"Include {bundle_dir / rel}\n" for rel in bundle.load_order]
+    rules.write_text(engine_settings(policy) + includes[0] + policy_action(policy) + "".join(includes[1:]))
+    return bundle.ref, state, rules

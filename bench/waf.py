@@ -22,11 +22,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import EDGEWARD, ORIGIN, descendants, WrkResult, free_port, rss_mib, start_nginx, stop_all, wait_port, wrk  # noqa: E402
+from common import crs_for_both, EDGEWARD, ORIGIN, descendants, WrkResult, free_port, rss_mib, start_nginx, stop_all, wait_port, wrk  # noqa: E402
 
-from appliance.bundles import activations_for, import_bundle  # noqa: E402
-from waf.compiler import engine_settings, policy_action  # noqa: E402
-from waf.policy import Policy  # noqa: E402
 
 MODULE = "/usr/lib/nginx/modules/ngx_http_modsecurity_module.so"
 CRS = "/usr/share/modsecurity-crs"
@@ -75,6 +72,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs per mix; the median is shown")
+    parser.add_argument("--mix", action="append", help="run only the mixes whose name starts with this (repeatable)")
     parser.add_argument("--crs", default=CRS, help="rule set to import for both sides: a directory or a CRS release "
                         "tarball (default: Debian's CRS 3.3.4)")
     args = parser.parse_args()
@@ -86,18 +84,7 @@ def main() -> int:
     rss: list[float] = []
     with tempfile.TemporaryDirectory(prefix="edgeward-wafbench-") as tmp:
         try:
-            state = Path(tmp) / "state"
-            bundle = import_bundle(state, str(args.crs)).manifest
-            activations_for(state).activate(bundle.digest, bundle.ref, reason="bench")
-            bundle_dir = state / "bundles" / bundle.digest
-            policy = Policy(mode="block", paranoia=1)
-            # nginx+ModSecurity loads exactly the files and settings Edgeward compiles.
-            rules = Path(tmp) / "modsec.conf"
-            includes = [f"Include {bundle_dir / rel}\n" for rel in bundle.load_order]
-            rules.write_text(engine_settings(policy) + includes[0] + policy_action(policy) + "".join(includes[1:]))
-            # nginx's workers (user nobody) must reach the temp dir to buffer large bodies to a
-            # file; without this nginx answered 500 to the large-body mix, which looked like a fast block
-            os.chmod(tmp, 0o755)
+            ref, state, rules = crs_for_both(tmp, str(args.crs))
             origin, nginx_port, edge_port, admin_port = free_port(), free_port(), free_port(), free_port()
             procs.append(start_nginx(tmp, "origin", ORIGIN.format(port=origin), 1))
             procs.append(start_nginx(tmp, "modsec", WAF_PROXY.format(origin=origin, port=nginx_port, rules=rules),
@@ -117,6 +104,8 @@ def main() -> int:
             time.sleep(1.5)
             os.chdir(tmp)
             for index, (name, path, post, blocked) in enumerate(MIXES):
+                if args.mix and not any(name.startswith(m) for m in args.mix):
+                    continue
                 script = None
                 if post is not None:
                     script = f"mix{index}.lua"
@@ -141,7 +130,7 @@ def main() -> int:
             rss = rss_mib([p for p in descendants(edge.pid)])
         finally:
             stop_all(procs)
-    print(f"CRS {bundle.ref}, paranoia 1, blocking; {args.connections} connections, {args.rounds} x {args.duration}s "
+    print(f"CRS {ref}, paranoia 1, blocking; {args.connections} connections, {args.rounds} x {args.duration}s "
           f"alternating (median shown), {args.workers} workers each")
     print(f"{'mix':24} {'nginx req/s':>12} {'p99 ms':>8} {'edgeward req/s':>15} {'p99 ms':>8} {'ratio':>6}")
     for name, n, e in results:
