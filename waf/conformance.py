@@ -253,6 +253,25 @@ class Runner:
             time.sleep(0.25)
         self.answers = {key: Answer(a.status, a.request_id, found.get(a.request_id or "")) for key, a in self.answers.items()}
 
+    def facts(self, case: Case) -> Facts | None:
+        """The last stage's method and Content-Type, and whether the appliance's listener refused
+        it (an answer without X-Request-Id); None when the request cannot be built."""
+        if not case.stages:
+            return None
+        index = len(case.stages) - 1
+        try:
+            request = build_request(case.stages[index].get("input") or {})
+        except (ValueError, IndexError):
+            return None
+        content_type = next((v for k, v in request.headers if k.lower() == "content-type"), "")
+        answer = self.answers.get((case.test_id, index))
+        refused = answer is not None and answer.request_id is None and answer.status is not None
+        before_waf = (answer is not None and answer.request_id is not None and answer.rules is None
+                      and (answer.status or 0) >= 400)
+        log = (case.stages[index].get("output") or {}).get("log") or {}
+        silent = case.rule_id in {int(i) for i in log.get("no_expect_ids") or []}
+        return Facts(request.method, content_type, refused, before_waf, silent)
+
     def _judge_wire(self, case: Case, index: int, output: dict[str, Any]) -> str | None:
         """Why the stage fails over the wire, or None when it passes. A ``match_regex`` is about
         log text, which the appliance never writes (matched data stays out of its logs): it is
@@ -368,10 +387,31 @@ class Runner:
 
 @dataclass(frozen=True)
 class Override:
-    rule_id: int
+    """A known difference. It applies to a case when every condition given holds: the rule (one id
+    or several), the test numbers, and ``when``, which describes the request or its answer so that
+    one entry covers a class of tests in any CRS release, not only the test ids of one:
+
+    - ``refused_by_listener: true``: the appliance answered without an X-Request-Id (its HTTP
+      parser refused the request before any stage ran);
+    - ``refused_before_waf: true``: the appliance answered with an error and an X-Request-Id, but
+      its access log shows the WAF never ran (a request check refused it first);
+    - ``method: NAME``: the request's method;
+    - ``content_type: REGEX``: searched in the request's Content-Type header;
+    - ``expects_no_match: true``: the test expects its own rule not to match (``no_expect_ids``).
+    """
+
+    rule_ids: tuple[int, ...]
     test_ids: tuple[int, ...]
     reason: str
     output: dict[str, Any] | None
+    when: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rule_id(self) -> int:
+        return self.rule_ids[0] if self.rule_ids else 0
+
+
+_CONDITIONS = {"refused_by_listener", "refused_before_waf", "method", "content_type", "expects_no_match"}
 
 
 def load_overrides(path: Path) -> list[Override]:
@@ -380,16 +420,53 @@ def load_overrides(path: Path) -> list[Override]:
     for entry in doc.get("test_overrides") or []:
         if not entry.get("reason"):
             raise ValueError(f"{path}: override for rule {entry.get('rule_id')} has no reason")
-        out.append(Override(int(entry["rule_id"]), tuple(int(t) for t in entry.get("test_ids") or ()),
-                            str(entry["reason"]), entry.get("output")))
+        when = dict(entry.get("when") or {})
+        unknown = set(when) - _CONDITIONS
+        if unknown:
+            raise ValueError(f"{path}: unknown condition(s) {sorted(unknown)} (known: {sorted(_CONDITIONS)})")
+        rules = entry.get("rule_ids") or ([entry["rule_id"]] if entry.get("rule_id") is not None else [])
+        if not rules and not when:
+            raise ValueError(f"{path}: an override needs a rule_id, rule_ids or a when condition")
+        out.append(Override(tuple(int(r) for r in rules), tuple(int(t) for t in entry.get("test_ids") or ()),
+                            str(entry["reason"]), entry.get("output"), when))
     return out
 
 
-def _override_for(case: Case, overrides: Iterable[Override]) -> Override | None:
+@dataclass(frozen=True)
+class Facts:
+    """What an override's ``when`` can ask about a case (its last stage)."""
+
+    method: str
+    content_type: str
+    refused_by_listener: bool
+    refused_before_waf: bool
+    expects_no_match: bool = False
+
+
+def _override_for(case: Case, overrides: Iterable[Override], facts: Facts | None = None) -> Override | None:
     for o in overrides:
-        if o.rule_id == case.rule_id and (not o.test_ids or case.number in o.test_ids):
-            return o
+        if o.rule_ids and case.rule_id not in o.rule_ids:
+            continue
+        if o.test_ids and case.number not in o.test_ids:
+            continue
+        if o.when and (facts is None or not _holds(o.when, facts)):
+            continue
+        return o
     return None
+
+
+def _holds(when: dict[str, Any], facts: Facts) -> bool:
+    if "refused_by_listener" in when and bool(when["refused_by_listener"]) != facts.refused_by_listener:
+        return False
+    if "refused_before_waf" in when and bool(when["refused_before_waf"]) != facts.refused_before_waf:
+        return False
+    if "expects_no_match" in when and bool(when["expects_no_match"]) != facts.expects_no_match:
+        return False
+    if "method" in when and str(when["method"]).upper() != facts.method.upper():
+        return False
+    if "content_type" in when and not re.search(str(when["content_type"]), facts.content_type, re.IGNORECASE):
+        return False
+    return True
 
 
 def _rules_by_request(access_log: Path, wanted: set[str]) -> dict[str, frozenset[int]]:
@@ -426,7 +503,7 @@ def run_suite(
         if progress:
             progress(result)
         if applied is not None:
-            o = _override_for(case, overrides or [])
+            o = _override_for(case, overrides or [], runner.facts(case))
             if o is None:
                 applied.results.append(result)
             elif o.output is None:
