@@ -80,6 +80,10 @@ def serve(config_path: str) -> int:
     lock.acquire()
     try:
         check_free(config)
+        if config.audit.enabled:
+            from appliance.observe.auditstore import connect, database_path
+
+            connect(database_path(config.state_dir)).close()  # a corrupt or locked database stops the start, named
         os.environ[GOOD_ENV] = str(remember_good(config, text or ""))  # what workers fall back to
         return _serve(config_path, config)
     finally:

@@ -10,10 +10,11 @@ operator's raw ``directives``. Generated rules use ids 10000-10999 (CRS leaves 1
 """
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .engine import Engine, RuleSet
@@ -66,12 +67,37 @@ SecRule TX:/^MSC_/ "!@streq 0" \\
 
 @dataclass(frozen=True)
 class CompiledRules:
-    """A compiled rule set and the engine instance its transactions run on."""
+    """A compiled rule set and the engine instance its transactions run on. ``tags`` holds each
+    rule's tags as written in its file: Debian's engine (3.0.9) leaves the tags of a
+    non-disruptive rule's message empty (only the blocking rule's message carries them)."""
 
     engine: Engine
     rules: RuleSet
     policy: Policy
     rule_count: int
+    tags: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+
+
+_RULE_ID = re.compile(r"\bid:'?(\d+)")
+_TAG = re.compile(r"\btag:(?:'([^']*)'|([^,\"'\s]+))")
+
+
+def rule_tags(text: str) -> dict[int, tuple[str, ...]]:
+    """Each rule id's ``tag:`` actions; a chained rule's tags belong to the chain's first rule."""
+    out: dict[int, tuple[str, ...]] = {}
+    current: int | None = None
+    for directive in re.split(r"(?<!\\)\n", text):
+        if not directive.lstrip().startswith(("SecRule", "SecAction")):
+            continue
+        found = _RULE_ID.search(directive)
+        if found:
+            current = int(found.group(1))
+        if current is None:
+            continue
+        tags = tuple(a or b for a, b in _TAG.findall(directive))
+        if tags:
+            out[current] = out.get(current, ()) + tags
+    return out
 
 
 def engine_version() -> str:
@@ -147,6 +173,7 @@ def compile_rules(bundle_dir: Path, load_order: Sequence[str], policy: Policy, t
     error log)."""
     engine = Engine(text=text_log)
     rules = RuleSet()
+    tags: dict[int, tuple[str, ...]] = {}
     count = rules.add(engine_settings(policy), "engine settings")
     before, after = exclusion_rules(policy.exclusions)
     files = list(load_order)
@@ -159,11 +186,13 @@ def compile_rules(bundle_dir: Path, load_order: Sequence[str], policy: Policy, t
     for rel in files:
         if rel not in setup:
             count += rules.add_file(bundle_dir / rel, rel)
+            tags.update(rule_tags((bundle_dir / rel).read_text(encoding="utf-8", errors="replace")))
     if after:
         count += rules.add(after, "exclusions")
     if policy.directives.strip():
         count += rules.add(policy.directives, "directives")
-    return CompiledRules(engine, rules, policy, count)
+        tags.update(rule_tags(policy.directives))
+    return CompiledRules(engine, rules, policy, count, tags)
 
 
 class RuleSetCache:

@@ -13,7 +13,7 @@ engine decodes it to a literal ``%3F`` inside the path: path rules see everythin
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -67,6 +67,7 @@ class Match:
     phase: int
     tags: tuple[str, ...]
     disruptive: bool
+    variable: str = ""  # e.g. ARGS:q, REQUEST_COOKIES:session ("" when the engine does not say)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +86,11 @@ class Outcome:
     """What the engine decided and matched. The verdict path reads rule ids and the anomaly score
     only; matches are decoded into text when someone (the audit record) asks for them."""
 
-    def __init__(self, decision: Decision | None, raw: Sequence[RawMatch]) -> None:
+    def __init__(self, decision: Decision | None, raw: Sequence[RawMatch],
+                 tags: Mapping[int, tuple[str, ...]] | None = None) -> None:
         self.decision = decision
         self._raw = raw
+        self._tags = tags or {}
         self.rule_ids = [m.rule_id for m in raw]
         self.anomaly_score = self._score()
 
@@ -113,9 +116,21 @@ class Outcome:
         return [
             Match(rule_id=m.rule_id, message=text(m.message), severity=m.severity, data=text(m.data),
                   matched=text(m.match), phase=m.phase,
-                  tags=tuple(text(t) for t in m.tags), disruptive=m.disruptive)
+                  tags=tuple(text(t) for t in m.tags) or self._tags.get(m.rule_id, ()), disruptive=m.disruptive,
+                  variable=_variable(text(m.match), text(m.data)))
             for m in self._raw
         ]
+
+
+_AGAINST = re.compile(r"against variable `([^']*)'")
+_WITHIN = re.compile(r"found within ([A-Z_]+(?::[^:\s]*)?):")
+
+
+def _variable(matched: str, data: str) -> str:
+    """The variable a match was on: the engine's ``Matched ...`` text names it for operator
+    matches, CRS's logdata (``found within ARGS:q:``) for the others."""
+    found = _AGAINST.search(matched) or _WITHIN.search(data)
+    return found.group(1) if found else ""
 
 
 def text(value: bytes) -> str:
@@ -180,7 +195,7 @@ class Inspection:
         unless asked for (the conformance runner reads those log lines)."""
         if logging_phase:
             self._tx.logging()
-        outcome = Outcome(self.decision, self._tx.matches() + self._refused)
+        outcome = Outcome(self.decision, self._tx.matches() + self._refused, self.compiled.tags)
         self._tx.close()
         return outcome
 

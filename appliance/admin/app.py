@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from appliance.config.types import parse_listen
+from appliance.admin.audit import audit_problem, audit_routes
 from appliance.admin.bundles import bundle_routes
 from appliance.admin.live import LiveConfig
 from appliance.config.loader import load_config
@@ -76,6 +77,10 @@ def create_admin() -> ASGIApp:
                 writer.close()
             except (OSError, asyncio.TimeoutError):
                 return JSONResponse({"status": "not ready", "listener": f"{address}:{port}"}, status_code=503)
+        if live.config.audit.enabled:
+            problem = await asyncio.to_thread(audit_problem, live.config.state_dir)
+            if problem:
+                return JSONResponse({"status": "not ready", "audit": problem}, status_code=503)
         return JSONResponse({"status": "ready"})
 
     async def metrics(request: Request) -> Response:
@@ -103,5 +108,6 @@ def create_admin() -> ASGIApp:
         Route("/api/reload", reload, methods=["POST"]),
         Route("/api/config/check", check),
         *bundle_routes(live),
+        *audit_routes(live),
     ])
     return BearerTokenMiddleware(app, live.token)

@@ -8,20 +8,21 @@ import sys
 
 from rules.errors import BundleError
 
-from appliance.cli import bundle, conformance, serve
+from appliance.cli import audit, bundle, conformance, serve
 from appliance.errors import EdgewardError
+from appliance.observe.auditstore import AuditStoreError
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("EDGEWARD_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="edgeward", description="Edgeward security gateway")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (serve, bundle, conformance):
+    for group in (serve, bundle, conformance, audit):
         group.register(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (BundleError, EdgewardError) as exc:  # a clear message, never a traceback
+    except (BundleError, EdgewardError, AuditStoreError) as exc:  # a clear message, never a traceback
         print(f"edgeward: {exc}", file=sys.stderr)
         return 1
 

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from appliance.config.audit import AuditConfig
 from appliance.config.types import Duration, FilePath, Listen, Size, Strict, parse_listen
 from appliance.config.upstream import Timeouts, Upstream, UpstreamConfig
 from appliance.config.waf import ExclusionConfig, WafConfig
@@ -140,6 +141,7 @@ class Config(Strict):
     trusted_proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     admin: AdminConfig = AdminConfig()
     access_log: AccessLogConfig = AccessLogConfig()
+    audit: AuditConfig = AuditConfig()
     unknown_host: UnknownHostConfig = UnknownHostConfig()
     timeouts: Timeouts = Timeouts()
     limits: LimitsConfig = LimitsConfig()

@@ -42,7 +42,8 @@ class WafResult:
             "phase": o.decision.phase if o and o.decision else None,
             "matches": [
                 {"rule_id": m.rule_id, "message": m.message, "severity": m.severity, "data": m.data,
-                 "matched": m.matched, "phase": m.phase, "tags": list(m.tags), "disruptive": m.disruptive}
+                 "matched": m.matched, "phase": m.phase, "tags": list(m.tags), "disruptive": m.disruptive,
+                 "variable": m.variable}
                 for m in (o.matches if o else [])
             ],
         }

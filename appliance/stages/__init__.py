@@ -19,9 +19,11 @@ from waf.errors import WafCompileError
 from appliance.bundles import canary_for, check_bundle, resolve_for_domain, store_for
 from appliance.config.schema import Config, DomainConfig, RouteConfig
 from appliance.config.waf import WafConfig
+from appliance.observe.auditstore import database_path
 from appliance.observe.metrics import WorkerMetrics
 from appliance.pipeline.stage import Stage, merge_section
 from appliance.stages.accesslog import AccessLogStage
+from appliance.stages.audit import AuditStage
 from appliance.stages.canary import Canary, CanaryStats
 from appliance.stages.metrics import MetricsStage
 from appliance.stages.waf import EngineThreads, WafStage, policy_of
@@ -105,4 +107,6 @@ def build_done_stages(config: Config, shared: Shared) -> tuple[Stage, ...]:
     stages: list[Stage] = [MetricsStage(shared.metrics)]
     if config.access_log.enabled:
         stages.append(AccessLogStage(config.access_log))
+    if config.audit.enabled:
+        stages.append(AuditStage(config.audit, database_path(config.state_dir)))
     return tuple(stages)

@@ -1,0 +1,176 @@
+"""``edgeward audit``: search, show, follow, count and export the audit records of a state directory."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from appliance.cli.common import config_arg, state_dir
+
+
+def _when(value: str) -> float:
+    """ISO 8601 (2026-11-26T10:00:00Z) or a span back from now (30m, 2h, 7d)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value and value[-1] in units and value[:-1].isdigit():
+        return time.time() - int(value[:-1]) * units[value[-1]]
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {value!r} (ISO 8601 such as 2026-11-26T10:00:00Z, or 30m, 2h, 7d)")
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def _stamp(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _line(record: dict[str, Any]) -> str:
+    waf = record.get("waf") or {}
+    rules = ",".join(str(m["rule_id"]) for m in waf.get("matches", []))
+    return (f"{_stamp(record['time'])} {record['id']} {record['status']} {record['reason']} {record['mode']} "
+            f"{record['client']['ip']} {record['domain']} {record['method']} {record['uri']}"
+            + (f" rules={rules}" if rules else ""))
+
+
+def _open(args: argparse.Namespace) -> Any:
+    from appliance.observe.auditstore import connect, database_path
+
+    return connect(database_path(state_dir(args)), readonly=True)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from appliance.observe.auditstore import Query, search
+
+    db = _open(args)
+    query = Query(domain=args.domain, rule=args.rule, ip=args.ip, stage=args.stage, status=args.status,
+                  since=args.since, until=args.until, text=args.text, limit=args.limit)
+    for record in search(db, query):
+        print(json.dumps(record, sort_keys=True) if args.json else _line(record))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from appliance.observe.auditstore import get
+
+    record = get(_open(args), args.id)
+    if record is None:
+        print(f"no audit record {args.id}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(record, sort_keys=True))
+        return 0
+    print(_line(record))
+    print(f"  node {record['node']}, route {record['route']}, client port {record['client']['port']}, "
+          f"{record['protocol']}, consumer {record.get('consumer') or '-'}")
+    for name, value in record["headers"]:
+        print(f"  {name}: {value}")
+    if record.get("body"):
+        print(f"  body ({record['body_bytes']} bytes; excerpt): {record['body'][:400]}")
+    waf = record.get("waf")
+    if waf:
+        print(f"  waf: bundle {waf['bundle']} mode {waf['mode']} paranoia {waf['paranoia']} "
+              f"inbound score {waf['anomaly_score']}")
+        for m in waf["matches"]:
+            print(f"    {m['rule_id']} [severity {m['severity']}, phase {m['phase']}] {m['message']}")
+            if m["data"]:
+                print(f"      data: {m['data']}")
+            if m["tags"]:
+                print(f"      tags: {', '.join(m['tags'])}")
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from appliance.observe.auditstore import after
+
+    db = _open(args)
+    since, seen = time.time() - args.back, set[str]()
+    try:
+        while True:
+            for record in after(db, since, seen):
+                seen.add(record["id"])
+                since = max(since, record["time"] - 5)  # records from other workers can land late
+                print(json.dumps(record, sort_keys=True) if args.json else _line(record), flush=True)
+            if args.once:
+                return 0
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from appliance.observe.auditstore import stats
+
+    result = stats(_open(args), args.since, args.until, args.top)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+        return 0
+    print(f"{result['total']} records")
+    for title, key in (("top rules", "rules"), ("top client IPs", "ips"), ("top paths", "paths"),
+                       ("per stage", "stages"), ("per domain", "domains")):
+        print(f"{title}:")
+        for entry in result[key]:
+            print(f"  {entry['count']:>8}  {entry['key']}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from appliance.observe.auditstore import iterate
+
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        for record in iterate(_open(args), args.since):
+            out.write(json.dumps(record, sort_keys=True) + "\n")
+    finally:
+        if args.output:
+            out.close()
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = sub.add_parser("audit", help="search and review the audit records of blocked requests")
+    cmds = audit.add_subparsers(dest="audit_command", required=True)
+
+    p = cmds.add_parser("search", help="records, newest first; every filter given must hold")
+    config_arg(p)
+    p.add_argument("--domain")
+    p.add_argument("--rule", type=int, help="a WAF rule id that matched")
+    p.add_argument("--ip", help="client address or CIDR")
+    p.add_argument("--stage", help="the stage that blocked (waf, auth, cc, access)")
+    p.add_argument("--status", type=int)
+    p.add_argument("--since", type=_when, help="ISO 8601 time or a span back from now (30m, 2h, 7d)")
+    p.add_argument("--until", type=_when)
+    p.add_argument("--text", help="a substring of the URI")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_search)
+
+    p = cmds.add_parser("show", help="one record in full")
+    config_arg(p)
+    p.add_argument("id", help="the request id (X-Request-Id)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+
+    p = cmds.add_parser("tail", help="follow new records")
+    config_arg(p)
+    p.add_argument("--back", type=float, default=0.0, help="also print the records of the last N seconds")
+    p.add_argument("--once", action="store_true", help="print what is there and stop")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_tail)
+
+    p = cmds.add_parser("stats", help="top rules, client IPs and paths, per stage and per domain")
+    config_arg(p)
+    p.add_argument("--since", type=_when)
+    p.add_argument("--until", type=_when)
+    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_stats)
+
+    p = cmds.add_parser("export", help="every record as JSON lines")
+    config_arg(p)
+    p.add_argument("--format", choices=["jsonl"], default="jsonl")
+    p.add_argument("--since", type=_when)
+    p.add_argument("--output", "-o", help="a file (default: standard output)")
+    p.set_defaults(func=cmd_export)

@@ -1,0 +1,200 @@
+"""Audit records (tests/appliance/test_audit.py for appliance/stages/audit.py, the audit store, the
+``edgeward audit`` commands and /api/audit): one record per blocked or would-be-blocked request,
+with the request id the client saw, and no secret anywhere in the database."""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from ..harness import EDGEWARD, Appliance, Upstream, copy_state, start_appliance, stop
+
+SQLI = "1' or 1=1--"
+AUTH = {"Authorization": "Bearer test-admin-token"}
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory, upstream_a: Upstream, crs_state: Path) -> Iterator[Appliance]:
+    domains = f"""\
+  - hosts: [shop.test]
+    upstream: {upstream_a.url}
+    waf: {{mode: block}}
+  - hosts: [watch.test]
+    upstream: {upstream_a.url}
+    waf: {{mode: detect}}
+"""
+    appliance = start_appliance(tmp_path_factory.mktemp("audit"), domains, state_dir=copy_state(crs_state))
+    yield appliance
+    stop(appliance.proc)
+
+
+def get(app: Appliance, host: str, path: str, **kw: object) -> httpx.Response:
+    headers = {"Host": host, "User-Agent": "edgeward-tests", "Accept": "*/*", **kw.pop("headers", {})}  # type: ignore[dict-item]
+    return httpx.request(str(kw.pop("method", "GET")), app.url + path, headers=headers, timeout=10, **kw)  # type: ignore[arg-type]
+
+
+def cli(app: Appliance, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([EDGEWARD, "audit", *args, "-c", str(app.config)], capture_output=True, text=True, timeout=30)
+
+
+def record(app: Appliance, request_id: str, timeout: float = 5.0) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while True:
+        out = cli(app, "show", request_id, "--json")
+        if out.returncode == 0:
+            return json.loads(out.stdout)  # type: ignore[no-any-return]
+        if time.monotonic() > deadline:
+            raise AssertionError(out.stderr)
+        time.sleep(0.2)
+
+
+def test_a_blocked_request_has_one_record_with_its_request_id(app: Appliance) -> None:
+    resp = get(app, "shop.test", "/search?q=" + httpx.URL("/", params={"x": SQLI}).query.decode()[2:])
+    assert resp.status_code == 403
+    rid = resp.headers["x-request-id"]
+    rec = record(app, rid)
+    assert rec["id"] == rid and rec["status"] == 403 and rec["domain"] == "shop.test" and rec["mode"] == "block"
+    assert rec["stage"] == "waf" and rec["reason"] == "waf.anomaly" and rec["method"] == "GET"
+    assert rec["client"] == {"ip": "127.0.0.1", "port": rec["client"]["port"]}  # type: ignore[index]
+    waf = rec["waf"]
+    assert isinstance(waf, dict) and waf["anomaly_score"] >= 5 and waf["bundle"].startswith("crs@")
+    rules = {m["rule_id"]: m for m in waf["matches"]}
+    assert {942100, 949110} <= set(rules)
+    assert "application-multi" in rules[942100]["tags"] and rules[942100]["variable"] == "ARGS:q"  # tags: 3.0.9 omits them
+    found = cli(app, "search", "--rule", "942100", "--json")
+    assert found.returncode == 0 and rid in [json.loads(line)["id"] for line in found.stdout.splitlines()]
+    assert rid not in cli(app, "search", "--rule", "941100", "--json").stdout
+    assert rid in cli(app, "search", "--ip", "127.0.0.0/8", "--stage", "waf", "--since", "10m").stdout
+    assert rid not in cli(app, "search", "--ip", "10.0.0.0/8").stdout
+    shown = cli(app, "show", rid)
+    assert "942100" in shown.stdout and "waf: bundle crs@" in shown.stdout
+
+
+def test_benign_requests_leave_no_record_and_detect_mode_leaves_a_detect_record(app: Appliance) -> None:
+    benign = get(app, "shop.test", "/search?q=hello")
+    watched = get(app, "watch.test", "/?q=1%27%20or%201%3D1--")
+    assert benign.status_code == 200 and watched.status_code == 200
+    rec = record(app, watched.headers["x-request-id"])
+    assert rec["mode"] == "detect" and rec["status"] == 200 and rec["stage"] == "waf"
+    time.sleep(0.5)
+    assert cli(app, "show", benign.headers["x-request-id"]).returncode == 1
+
+
+def test_no_secret_reaches_the_audit_database(app: Appliance) -> None:
+    token, session, password = "tok-9f8e7d6c5b4a", "sess-0123456789abcdef", "hunter2-correct-horse"
+    resp = get(app, "shop.test", "/login", method="POST",
+               headers={"Authorization": f"Bearer {token}", "Cookie": f"session={session}; probe={SQLI}",
+                        "Content-Type": "application/x-www-form-urlencoded", "X-Api-Key": "visible-header"},
+               content=f"user=alice&password={password}&q={SQLI}".encode())
+    assert resp.status_code == 403
+    rec = record(app, resp.headers["x-request-id"])
+    headers = dict((k.lower(), v) for k, v in rec["headers"])  # type: ignore[union-attr]
+    assert headers["authorization"] == "[redacted]" and headers["cookie"] == "[redacted]"
+    assert headers["x-api-key"] == "visible-header"
+    assert "password=[redacted]" in str(rec["body"]) and "user=alice" in str(rec["body"])
+    cookie_matches = [m for m in rec["waf"]["matches"] if m["variable"].startswith("REQUEST_COOKIES")]  # type: ignore[index]
+    assert cookie_matches and all(m["data"] == "[redacted]" for m in cookie_matches)
+    time.sleep(0.3)
+    db_dir = Path(yaml.safe_load(app.config.read_text())["state_dir"]) / "audit"
+    stored = b"".join(p.read_bytes() for p in db_dir.iterdir() if p.is_file())
+    for secret in (token, session, password):
+        assert secret.encode() not in stored, secret
+
+
+def test_admin_api_lists_pages_and_counts(app: Appliance) -> None:
+    ids = [get(app, "shop.test", f"/p{i}?q=1%27%20or%201%3D1--").headers["x-request-id"] for i in range(3)]
+    record(app, ids[-1])
+    assert httpx.get(app.admin + "/api/audit").status_code == 401
+    first = httpx.get(app.admin + "/api/audit", params={"limit": 2, "rule": 942100}, headers=AUTH).json()
+    assert len(first["records"]) == 2 and first["next"]
+    second = httpx.get(app.admin + "/api/audit", params={"limit": 2, "rule": 942100, "cursor": first["next"]},
+                       headers=AUTH).json()
+    seen = [r["id"] for r in first["records"] + second["records"]]
+    assert len(seen) == len(set(seen)) and set(ids) <= set(seen)  # newest first, no record twice
+    one = httpx.get(app.admin + f"/api/audit/{ids[0]}", headers=AUTH)
+    assert one.status_code == 200 and one.json()["id"] == ids[0]
+    assert httpx.get(app.admin + "/api/audit/nope", headers=AUTH).status_code == 404
+    assert httpx.get(app.admin + "/api/audit", params={"ip": "not-an-ip"}, headers=AUTH).status_code == 400
+    stats = httpx.get(app.admin + "/api/audit/stats", headers=AUTH).json()
+    assert stats["total"] >= 3 and any(r["key"] == 942100 for r in stats["rules"])
+    assert any(s["key"] == "waf" for s in stats["stages"])
+    assert json.loads(cli(app, "stats", "--json").stdout)["total"] >= stats["total"]
+    exported = cli(app, "export", "--format", "jsonl")
+    assert set(ids) <= {json.loads(line)["id"] for line in exported.stdout.splitlines()}
+
+
+def test_a_corrupt_audit_database_stops_the_start_with_its_name(tmp_path: Path, upstream_a: Upstream) -> None:
+    from ..harness import appliance_config, free_port
+
+    state = tmp_path / "state"
+    (state / "audit").mkdir(parents=True)
+    (state / "audit" / "audit.db").write_bytes(b"this is not a database" * 100)
+    config = tmp_path / "edgeward.yaml"
+    config.write_text(appliance_config(tmp_path, free_port(), free_port(),
+                                       f"  - hosts: [a.test]\n    upstream: {upstream_a.url}\n", state_dir=state))
+    out = subprocess.run([EDGEWARD, "serve", "-c", str(config)], capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    assert "audit.db" in out.stderr and "cannot open the audit database" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_readyz_reports_an_audit_database_that_broke_after_the_start(tmp_path_factory: pytest.TempPathFactory,
+                                                                     upstream_a: Upstream) -> None:
+    tmp = tmp_path_factory.mktemp("audit-ready")
+    app = start_appliance(tmp, f"  - hosts: [a.test]\n    upstream: {upstream_a.url}\n")
+    try:
+        assert httpx.get(app.admin + "/readyz").status_code == 200
+        db = Path(yaml.safe_load(app.config.read_text())["state_dir"]) / "audit" / "audit.db"
+        for path in db.parent.iterdir():
+            path.write_bytes(b"garbage" * 1000)
+        resp = httpx.get(app.admin + "/readyz")
+        assert resp.status_code == 503 and "audit" in resp.json()
+    finally:
+        stop(app.proc)
+
+
+def test_the_writer_spills_when_its_queue_is_full_and_loses_nothing(tmp_path: Path) -> None:
+    from appliance.observe.auditstore import AuditWriter, Query, connect, search
+
+    writer = AuditWriter(tmp_path / "audit.db", maxsize=10)
+
+    def rec(i: int) -> dict[str, object]:
+        return {"id": f"r{i:05d}", "time": 1000.0 + i, "domain": "d", "route": "/", "client": {"ip": "192.0.2.1", "port": 1},
+                "method": "GET", "uri": "/", "status": 403, "stage": "waf", "reason": "waf.anomaly", "mode": "block",
+                "waf": {"matches": [{"rule_id": 942100}]}}
+
+    for i in range(500):  # before the thread runs: 10 fit in the queue, the rest spill to a file
+        writer.put(rec(i))
+    assert writer.spill.exists()
+    writer.start()
+    deadline = time.monotonic() + 10
+    db = connect(tmp_path / "audit.db", readonly=True)
+    while len(search(db, Query(limit=1000))) < 500 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    writer.close()
+    ids = [r["id"] for r in search(db, Query(limit=1000))]
+    assert len(ids) == len(set(ids)) == 500
+    assert len(search(db, Query(rule=942100, limit=1000))) == 500
+    assert not writer.spill.exists()
+
+
+def test_pruning_removes_old_records_and_gives_the_space_back(tmp_path: Path) -> None:
+    from appliance.observe.auditstore import Query, connect, insert, prune, search
+
+    db = connect(tmp_path / "audit.db")
+    padding = "x" * 4000
+    records = [{"id": f"r{i:05d}", "time": float(i), "domain": "d", "route": "/", "client": {"ip": "192.0.2.1", "port": 1},
+                "method": "GET", "uri": "/", "status": 403, "stage": "waf", "reason": "waf.anomaly", "mode": "block",
+                "body": padding, "waf": {"matches": [{"rule_id": 942100}]}} for i in range(2000)]
+    insert(db, records)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = (tmp_path / "audit.db").stat().st_size
+    assert prune(db, 1500.0) == 1500
+    assert [r["id"] for r in search(db, Query(limit=10))][0] == "r01999" and len(search(db, Query(limit=5000))) == 500
+    assert len(search(db, Query(rule=942100, limit=5000))) == 500
+    assert (tmp_path / "audit.db").stat().st_size < before / 2
