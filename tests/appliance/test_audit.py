@@ -198,3 +198,22 @@ def test_pruning_removes_old_records_and_gives_the_space_back(tmp_path: Path) ->
     assert [r["id"] for r in search(db, Query(limit=10))][0] == "r01999" and len(search(db, Query(limit=5000))) == 500
     assert len(search(db, Query(rule=942100, limit=5000))) == 500
     assert (tmp_path / "audit.db").stat().st_size < before / 2
+
+
+def test_uri_text_search_is_exact_for_long_and_short_texts_and_follows_pruning(tmp_path: Path) -> None:
+    from appliance.observe.auditstore import Query, connect, insert, prune, search
+
+    db = connect(tmp_path / "audit.db")
+    uris = ["/login?next=/admin", "/api/orders/42", "/static/logo.png", "/LOGIN"]
+    insert(db, [{"id": f"r{i}", "time": float(i), "domain": "d", "route": "/", "client": {"ip": "192.0.2.1", "port": 1},
+                 "method": "GET", "uri": uri, "status": 403, "stage": "waf", "reason": "waf.anomaly", "mode": "block"}
+                for i, uri in enumerate(uris)])
+
+    def found(text: str) -> set[str]:
+        return {r["uri"] for r in search(db, Query(text=text))}
+
+    assert found("login") == {"/login?next=/admin"}  # the trigram index finds, the exact match decides case
+    assert found("lo") == {"/login?next=/admin", "/static/logo.png"}  # under 3 characters: a scan
+    assert found('"/admin') == set() and found("next=/admin") == {"/login?next=/admin"}
+    prune(db, 1.0)
+    assert found("login") == set() and found("orders/42") == {"/api/orders/42"}
