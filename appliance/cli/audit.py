@@ -118,11 +118,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from appliance.observe.auditstore import iterate
+    from appliance.observe.ocsf import http_activity
 
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
         for record in iterate(_open(args), args.since):
-            out.write(json.dumps(record, sort_keys=True) + "\n")
+            event = http_activity(record) if args.format == "ocsf" else record
+            out.write(json.dumps(event, sort_keys=True) + "\n")
     finally:
         if args.output:
             out.close()
@@ -168,9 +170,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_stats)
 
-    p = cmds.add_parser("export", help="every record as JSON lines")
+    p = cmds.add_parser("export", help="every record as JSON lines, as they are or as OCSF events")
     config_arg(p)
-    p.add_argument("--format", choices=["jsonl"], default="jsonl")
+    p.add_argument("--format", choices=["jsonl", "ocsf"], default="jsonl",
+                   help="jsonl: the records; ocsf: OCSF 1.1 HTTP Activity events, one per line")
     p.add_argument("--since", type=_when)
     p.add_argument("--output", "-o", help="a file (default: standard output)")
     p.set_defaults(func=cmd_export)

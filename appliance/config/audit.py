@@ -17,6 +17,7 @@ class AuditConfig(Strict):
     enabled: bool = True
     store: Literal["sqlite"] = "sqlite"  # the database is state_dir/audit/audit.db
     retention_days: int = Field(default=30, ge=1, le=3650)
+    max_size: Size = 0  # 0: no limit
     body_excerpt: Size = 8192
     redact_headers: list[str] = []
     redact_fields: list[str] = list(DEFAULT_REDACTED_FIELDS)

@@ -224,6 +224,26 @@ def prune(db: sqlite3.Connection, older_than: float) -> int:
     return int(removed)
 
 
+def size_of(path: Path) -> int:
+    """The database's bytes on disk, its write-ahead log included."""
+    return sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
+
+
+def prune_to_size(db: sqlite3.Connection, path: Path, max_bytes: int) -> int:
+    """Delete the oldest records, a tenth at a time, until the database fits in ``max_bytes``;
+    return how many went."""
+    removed = 0
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    while size_of(path) > max_bytes:
+        total = db.execute("SELECT count(*) FROM audit").fetchone()[0]
+        if not total:
+            break
+        cut = db.execute("SELECT time FROM audit ORDER BY time LIMIT 1 OFFSET ?",
+                         (max(1, total // 10) - 1,)).fetchone()[0]
+        removed += prune(db, cut + 1e-6)
+    return removed
+
+
 def iterate(db: sqlite3.Connection, since: float | None = None) -> Iterator[dict[str, Any]]:
     """Every record, oldest first (for export)."""
     sql = "SELECT record FROM audit"
@@ -244,9 +264,10 @@ class AuditWriter:
 
     PRUNE_EVERY = 3600.0
 
-    def __init__(self, path: Path, maxsize: int = 20000, retention_days: float = 30) -> None:
+    def __init__(self, path: Path, maxsize: int = 20000, retention_days: float = 30, max_bytes: int = 0) -> None:
         self.path = path
         self.retention = retention_days * 86400
+        self.max_bytes = max_bytes
         self.spill = path.parent / f"spill-{os.getpid()}.jsonl"
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize)
         self._thread: threading.Thread | None = None
@@ -296,10 +317,12 @@ class AuditWriter:
         stopping = False
         pruned = 0.0
         while not stopping:
-            if time.monotonic() - pruned > self.PRUNE_EVERY:
+            if time.monotonic() - pruned > (self.PRUNE_EVERY if not self.max_bytes else self.PRUNE_EVERY / 60):
                 pruned = time.monotonic()
                 try:
                     removed = prune(db, time.time() - self.retention)
+                    if self.max_bytes:
+                        removed += prune_to_size(db, self.path, self.max_bytes)
                     if removed:
                         log.info("audit: pruned %d record(s) older than the retention", removed)
                 except sqlite3.Error as exc:

@@ -93,7 +93,7 @@ class AuditStage(Stage):
 
     def __init__(self, cfg: AuditConfig, path: Any) -> None:
         self.cfg = cfg
-        self.writer = AuditWriter(path, retention_days=cfg.retention_days)
+        self.writer = AuditWriter(path, retention_days=cfg.retention_days, max_bytes=cfg.max_size)
         self.redactor = Redactor(cfg)
 
     async def start(self) -> None:

@@ -127,6 +127,11 @@ def test_admin_api_lists_pages_and_counts(app: Appliance) -> None:
     assert json.loads(cli(app, "stats", "--json").stdout)["total"] >= stats["total"]
     exported = cli(app, "export", "--format", "jsonl")
     assert set(ids) <= {json.loads(line)["id"] for line in exported.stdout.splitlines()}
+    events = {e["metadata"]["uid"]: e for e in map(json.loads, cli(app, "export", "--format", "ocsf").stdout.splitlines())}
+    event = events[ids[0]]
+    assert (event["class_uid"], event["type_uid"], event["action"], event["disposition"]) == (4002, 400203, "Denied", "Blocked")
+    assert event["http_request"]["url"]["path"] == "/p0" and event["http_response"]["code"] == 403
+    assert event["firewall_rule"]["uid"] == "942100" and event["src_endpoint"]["ip"] == "127.0.0.1"
 
 
 def test_a_corrupt_audit_database_stops_the_start_with_its_name(tmp_path: Path, upstream_a: Upstream) -> None:
@@ -217,3 +222,18 @@ def test_uri_text_search_is_exact_for_long_and_short_texts_and_follows_pruning(t
     assert found('"/admin') == set() and found("next=/admin") == {"/login?next=/admin"}
     prune(db, 1.0)
     assert found("login") == set() and found("orders/42") == {"/api/orders/42"}
+
+
+def test_retention_by_size_deletes_the_oldest_until_the_database_fits(tmp_path: Path) -> None:
+    from appliance.observe.auditstore import Query, connect, insert, prune_to_size, search, size_of
+
+    path = tmp_path / "audit.db"
+    db = connect(path)
+    insert(db, [{"id": f"r{i:05d}", "time": float(i), "domain": "d", "route": "/", "client": {"ip": "192.0.2.1", "port": 1},
+                 "method": "GET", "uri": "/", "status": 403, "stage": "waf", "reason": "waf.anomaly", "mode": "block",
+                 "body": "x" * 4000} for i in range(2000)])
+    assert size_of(path) > 8_000_000
+    removed = prune_to_size(db, path, 3_000_000)
+    assert removed > 0 and size_of(path) <= 3_000_000
+    newest = [r["id"] for r in search(db, Query(limit=5))]
+    assert newest[0] == "r01999" and len(search(db, Query(limit=5000))) == 2000 - removed
