@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
 
 from appliance.config.types import Size, Strict
 
@@ -11,6 +13,21 @@ from appliance.config.types import Size, Strict
 ALWAYS_REDACTED_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie")
 DEFAULT_REDACTED_FIELDS = ("password", "passwd", "pass", "pwd", "secret", "token", "access_token",
                            "refresh_token", "client_secret", "api_key", "apikey")
+
+
+class ForwardConfig(Strict):
+    """Where records are also sent as they happen."""
+
+    url: str  # syslog+udp://HOST:PORT, syslog+tcp://HOST:PORT, http(s)://... (a webhook)
+    headers: dict[str, str] = {}  # for a webhook, e.g. Authorization: "Bearer ${SIEM_TOKEN}"
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("syslog+udp", "syslog+tcp", "http", "https") or not parts.hostname:
+            raise ValueError("must be syslog+udp://HOST:PORT, syslog+tcp://HOST:PORT or an http(s):// URL")
+        return value
 
 
 class AuditConfig(Strict):
@@ -22,3 +39,4 @@ class AuditConfig(Strict):
     redact_headers: list[str] = []
     redact_fields: list[str] = list(DEFAULT_REDACTED_FIELDS)
     sample_allowed: float = Field(default=0.0, ge=0.0, le=1.0)
+    forward: list[ForwardConfig] = []

@@ -17,6 +17,7 @@ import time
 from typing import Any, ClassVar
 
 from appliance.config.audit import ALWAYS_REDACTED_HEADERS, AuditConfig
+from appliance.observe.auditsinks import sink_for
 from appliance.observe.auditstore import AuditWriter
 from appliance.pipeline.context import RequestContext
 from appliance.pipeline.stage import Stage
@@ -94,13 +95,18 @@ class AuditStage(Stage):
     def __init__(self, cfg: AuditConfig, path: Any) -> None:
         self.cfg = cfg
         self.writer = AuditWriter(path, retention_days=cfg.retention_days, max_bytes=cfg.max_size)
+        self.sinks = [sink_for(f.url, f.headers) for f in cfg.forward]
         self.redactor = Redactor(cfg)
 
     async def start(self) -> None:
         self.writer.start()
+        for sink in self.sinks:
+            sink.start()
 
     async def close(self) -> None:
         self.writer.close()
+        for sink in self.sinks:
+            sink.close()
 
     def done(self, ctx: RequestContext, outcome: Outcome) -> None:
         verdict = ctx.verdict
@@ -108,7 +114,10 @@ class AuditStage(Stage):
         if not blocked and not ctx.would_block:
             if not (self.cfg.sample_allowed and random.random() < self.cfg.sample_allowed):
                 return
-        self.writer.put(self.record(ctx, outcome))
+        record = self.record(ctx, outcome)
+        self.writer.put(record)
+        for sink in self.sinks:
+            sink.put(record)
 
     def record(self, ctx: RequestContext, outcome: Outcome) -> dict[str, Any]:
         verdict = ctx.verdict

@@ -237,3 +237,71 @@ def test_retention_by_size_deletes_the_oldest_until_the_database_fits(tmp_path: 
     assert removed > 0 and size_of(path) <= 3_000_000
     newest = [r["id"] for r in search(db, Query(limit=5))]
     assert newest[0] == "r01999" and len(search(db, Query(limit=5000))) == 2000 - removed
+
+
+def test_records_are_forwarded_to_syslog_and_a_webhook_that_fails_at_first(
+        tmp_path_factory: pytest.TempPathFactory, upstream_a: Upstream, crs_state: Path) -> None:
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from ..harness import free_port
+
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(10)
+    received: list[list[dict[str, object]]] = []
+    answers = [503, 503]  # the webhook fails twice, then accepts
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the base class's name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            status = answers.pop(0) if answers else 200
+            if status == 200:
+                received.append(json.loads(body))
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    down = free_port()  # nothing listens there: a sink that is down
+    extra = (f"audit:\n  forward:\n    - {{url: 'syslog+udp://127.0.0.1:{udp.getsockname()[1]}'}}\n"
+             f"    - {{url: 'http://127.0.0.1:{hook.server_address[1]}/audit', headers: {{X-Token: hook-secret}}}}\n"
+             f"    - {{url: 'http://127.0.0.1:{down}/audit'}}\n")
+    app = start_appliance(tmp_path_factory.mktemp("audit-forward"), f"  - hosts: [f.test]\n    upstream: {upstream_a.url}\n"
+                          "    waf: {mode: block}\n", extra, state_dir=copy_state(crs_state))
+    try:
+        resp = get(app, "f.test", "/?q=1%27%20or%201%3D1--", headers={"Authorization": "Bearer fwd-secret-value"})
+        assert resp.status_code == 403
+        rid = resp.headers["x-request-id"]
+        message, _ = udp.recvfrom(65536)
+        assert message.startswith(b"<132>1 ") and b" edgeward - audit - " in message
+        summary = json.loads(message.split(b" - audit - ", 1)[1])
+        assert summary["id"] == rid and 942100 in summary["rules"] and summary["status"] == 403
+        deadline = time.monotonic() + 15
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert received and received[0][0]["id"] == rid and not answers  # delivered on the third try
+        assert b"fwd-secret-value" not in message and "fwd-secret-value" not in json.dumps(received)
+        # the sink that is down slows nothing: every later blocked request is answered and recorded
+        ids = [get(app, "f.test", f"/x{i}?q=1%27%20or%201%3D1--").headers["x-request-id"] for i in range(20)]
+        assert record(app, ids[-1])["status"] == 403
+    finally:
+        stop(app.proc)
+        hook.shutdown()
+        hook.server_close()
+        udp.close()
+
+
+def test_a_forward_url_with_an_unknown_scheme_is_a_config_error(tmp_path: Path, upstream_a: Upstream) -> None:
+    from ..harness import appliance_config, free_port
+
+    config = tmp_path / "edgeward.yaml"
+    config.write_text(appliance_config(tmp_path, free_port(), free_port(), f"  - hosts: [a.test]\n    upstream: {upstream_a.url}\n",
+                                       "audit: {forward: [{url: 'ftp://127.0.0.1/x'}]}\n"))
+    out = subprocess.run([EDGEWARD, "check", "-c", str(config)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "audit.forward" in out.stderr and "syslog+udp" in out.stderr
