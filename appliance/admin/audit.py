@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from appliance.admin.live import LiveConfig
+from appliance.exclusions import ExclusionError, add, diff, propose
+from appliance.reloader import request_reload
 from appliance.observe.auditstore import AuditStoreError, Query, connect, database_path, get, search, stats
 
 MAX_LIMIT = 1000
@@ -90,8 +93,39 @@ def audit_routes(live: LiveConfig) -> list[Route]:
         except AuditStoreError as exc:
             return problem(503, str(exc))
 
+    async def exclusion(request: Request) -> Response:
+        """``POST /api/audit/{id}/exclusion`` with ``{"reason": ..., "rule"?, "target"?, "scope"?,
+        "expires_in"? (seconds), "apply"?: false}``: the proposal, and with ``apply`` it is added and
+        the workers reload."""
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError("a JSON object")
+        except ValueError as exc:
+            return problem(400, f"bad request body: {exc}")
+        try:
+            record = await asyncio.to_thread(lambda: get(db(), request.path_params["id"]))
+        except AuditStoreError as exc:
+            return problem(503, str(exc))
+        if record is None:
+            return problem(404, "no such audit record")
+        try:
+            expires = float(body["expires_in"]) + time.time() if body.get("expires_in") else None
+            entry = propose(record, str(body.get("reason") or ""), str(body.get("author") or "admin-api"),
+                            int(body["rule"]) if body.get("rule") is not None else None, body.get("target"),
+                            str(body.get("scope") or "path"), expires)
+        except (ExclusionError, ValueError, TypeError) as exc:
+            return problem(422, str(exc))
+        applied = bool(body.get("apply"))
+        if applied:
+            config = live.config
+            await asyncio.to_thread(add, config.state_dir, entry)
+            await asyncio.to_thread(request_reload, config)
+        return JSONResponse({"exclusion": entry, "diff": diff(entry), "applied": applied})
+
     return [
         Route("/api/audit", listing),
+        Route("/api/audit/{id}/exclusion", exclusion, methods=["POST"]),
         Route("/api/audit/stats", summary),
         Route("/api/audit/{id}", one),
     ]

@@ -131,6 +131,42 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _span(value: str) -> float:
+    units = {"h": 3600, "d": 86400}
+    if value and value[-1] in units and value[:-1].isdigit():
+        return int(value[:-1]) * units[value[-1]]
+    raise argparse.ArgumentTypeError(f"not a duration: {value!r} (such as 12h or 30d)")
+
+
+def cmd_exclude(args: argparse.Namespace) -> int:
+    import getpass
+
+    from appliance.cli.common import load
+    from appliance.exclusions import ExclusionError, add, diff, propose
+    from appliance.observe.auditstore import get
+    from appliance.reloader import request_reload
+
+    config = load(args)
+    record = get(_open(args), args.id)
+    if record is None:
+        print(f"no audit record {args.id}", file=sys.stderr)
+        return 1
+    try:
+        entry = propose(record, args.reason, args.author or getpass.getuser(), args.rule, args.target, args.scope,
+                        time.time() + args.expires if args.expires else None)
+    except ExclusionError as exc:
+        print(f"edgeward: {exc}", file=sys.stderr)
+        return 2
+    print(diff(entry))
+    if not args.apply:
+        print("(dry run: --apply adds it and reloads)")
+        return 0
+    add(config.state_dir, entry)
+    request_reload(config)
+    print("added; workers reload within a second")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     audit = sub.add_parser("audit", help="search and review the audit records of blocked requests")
     cmds = audit.add_subparsers(dest="audit_command", required=True)
@@ -169,6 +205,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--top", type=int, default=10)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_stats)
+
+    p = cmds.add_parser("exclude", help="propose (and with --apply add) the narrowest WAF exclusion that "
+                        "would have let a recorded request through")
+    config_arg(p)
+    p.add_argument("id", help="the request id of the record")
+    p.add_argument("--rule", type=int, help="the rule to exclude (default: the record's most severe match)")
+    p.add_argument("--target", help="only this variable, such as ARGS:q (default: the one the rule matched)")
+    p.add_argument("--scope", choices=["path", "domain"], default="path",
+                   help="path: this path and method only (default); domain: the whole domain")
+    p.add_argument("--expires", type=_span, help="the exclusion lapses after this long (12h, 30d)")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--author", help="who (default: the user running the command)")
+    p.add_argument("--apply", action="store_true", help="add it to the domain's policy and reload")
+    p.set_defaults(func=cmd_exclude)
 
     p = cmds.add_parser("export", help="every record as JSON lines, as they are or as OCSF events")
     config_arg(p)

@@ -17,6 +17,7 @@ from waf.compiler import RuleSetCache
 from waf.errors import WafCompileError
 
 from appliance.bundles import canary_for, check_bundle, resolve_for_domain, store_for
+from appliance.exclusions import ExclusionError, for_domain
 from appliance.config.schema import Config, DomainConfig, RouteConfig
 from appliance.config.waf import WafConfig
 from appliance.observe.auditstore import database_path
@@ -66,6 +67,9 @@ def _waf(cfg: WafConfig, site: Site) -> Stage | None:
     try:
         manifest, _ = resolve_for_domain(config.state_dir, cfg.bundle, host, config.rules)
         policy = policy_of(cfg)
+        managed = for_domain(config.state_dir, site.domain)  # made from audit records
+        if managed:
+            policy = replace(policy, exclusions=policy.exclusions + managed)
         store = store_for(config.state_dir)
         compiled = site.shared.rule_sets.get(manifest.digest, lambda: store.verified_copy(manifest),
                                              manifest.load_order, policy)
@@ -77,7 +81,7 @@ def _waf(cfg: WafConfig, site: Site) -> Stage | None:
             shadow = site.shared.rule_sets.get(cand.digest, lambda: store.verified_copy(cand), cand.load_order,
                                                replace(policy, mode="block"))
             canary = Canary(shadow, site.shared.canary, scope, cand.ref, cand.digest, manifest.ref)
-    except (BundleError, WafCompileError) as exc:
+    except (BundleError, WafCompileError, ExclusionError) as exc:
         raise StageConfigError("waf", str(exc)) from exc
     return WafStage(compiled, f"{manifest.ref}#{manifest.digest[:12]}", manifest.digest, canary, site.shared.engine)
 

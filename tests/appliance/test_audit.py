@@ -305,3 +305,48 @@ def test_a_forward_url_with_an_unknown_scheme_is_a_config_error(tmp_path: Path, 
                                        "audit: {forward: [{url: 'ftp://127.0.0.1/x'}]}\n"))
     out = subprocess.run([EDGEWARD, "check", "-c", str(config)], capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "audit.forward" in out.stderr and "syslog+udp" in out.stderr
+
+
+def test_an_exclusion_made_from_a_record_lets_that_request_through_and_nothing_more(
+        tmp_path_factory: pytest.TempPathFactory, upstream_a: Upstream, crs_state: Path) -> None:
+    app = start_appliance(tmp_path_factory.mktemp("audit-exclude"), f"  - hosts: [x.test]\n    upstream: {upstream_a.url}\n"
+                          "    waf: {mode: block}\n", state_dir=copy_state(crs_state))
+    try:
+        attack = "/search?q=1%27%20or%201%3D1--"
+        rid = get(app, "x.test", attack).headers["x-request-id"]
+        record(app, rid)
+        dry = cli(app, "exclude", rid, "--reason", "the search box takes SQL on purpose")
+        assert dry.returncode == 0 and "+ - rules: [942100]" in dry.stdout and "target: ARGS:q" in dry.stdout
+        assert "path: /search" in dry.stdout and "dry run" in dry.stdout
+        assert get(app, "x.test", attack).status_code == 403  # a dry run changes nothing
+        bad = cli(app, "exclude", rid, "--rule", "941100", "--reason", "no")
+        assert bad.returncode == 2 and "did not match" in bad.stderr
+        api = httpx.post(app.admin + f"/api/audit/{rid}/exclusion", json={"reason": "api dry run"}, headers=AUTH).json()
+        assert api["applied"] is False and api["exclusion"]["rules"] == [942100] and api["exclusion"]["target"] == "ARGS:q"
+        assert httpx.post(app.admin + f"/api/audit/{rid}/exclusion", json={}, headers=AUTH).status_code == 422
+        assert httpx.post(app.admin + "/api/audit/nope/exclusion", json={"reason": "x"}, headers=AUTH).status_code == 404
+        applied = cli(app, "exclude", rid, "--reason", "the search box takes SQL on purpose", "--expires", "30d", "--apply")
+        assert applied.returncode == 0, applied.stderr
+        deadline = time.monotonic() + 10
+        while get(app, "x.test", attack).status_code != 200:
+            assert time.monotonic() < deadline, "the exclusion never took effect"
+            time.sleep(0.2)
+        assert get(app, "x.test", "/other?q=1%27%20or%201%3D1--").status_code == 403  # another path
+        assert get(app, "x.test", "/search?x=1%27%20or%201%3D1--").status_code == 403  # another argument
+        assert get(app, "x.test", attack, method="POST").status_code == 403  # another method
+    finally:
+        stop(app.proc)
+
+
+def test_expired_managed_exclusions_are_left_out(tmp_path: Path) -> None:
+    from appliance.config.schema import DomainConfig
+    from appliance.exclusions import add, for_domain
+
+    domain = DomainConfig.model_validate({"hosts": ["a.test", "b.test"], "upstream": "http://127.0.0.1:9"})
+    base = {"rules": [942100], "target": "ARGS:q", "path": "/s", "methods": ["GET"], "reason": "r", "author": "t",
+            "created": 0.0, "from_record": "x"}
+    add(tmp_path, {**base, "domain": "b.test", "expires": None})
+    add(tmp_path, {**base, "domain": "a.test", "expires": 100.0, "rules": [941100]})
+    add(tmp_path, {**base, "domain": "other.test", "expires": None})
+    assert [e.rules for e in for_domain(tmp_path, domain, now=50.0)] == [(942100,), (941100,)]
+    assert [e.rules for e in for_domain(tmp_path, domain, now=150.0)] == [(942100,)]
