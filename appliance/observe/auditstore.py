@@ -9,6 +9,7 @@ instead of dropping them.
 """
 from __future__ import annotations
 
+import collections
 import ipaddress
 import json
 import logging
@@ -255,6 +256,18 @@ def iterate(db: sqlite3.Connection, since: float | None = None) -> Iterator[dict
         yield json.loads(record)
 
 
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class AuditWriter:
     """One per worker: a bounded queue drained by a thread that writes batches. ``put`` never
     blocks; when the queue is full the record is appended to ``spill`` and replayed later."""
@@ -272,6 +285,7 @@ class AuditWriter:
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize)
         self._thread: threading.Thread | None = None
         self._spill_lock = threading.Lock()
+        self._overflow: collections.deque[dict[str, Any]] = collections.deque()  # append/popleft: thread-safe
         self.written = 0
         self.failed = 0
 
@@ -280,11 +294,18 @@ class AuditWriter:
         self._thread = threading.Thread(target=self._run, args=(db,), name="edgeward-audit", daemon=True)
         self._thread.start()
 
+    OVERFLOW = 100_000
+
     def put(self, record: dict[str, Any]) -> None:
+        """Never waits: a full queue hands the record to the writer thread's overflow, which it
+        moves to the spill file (no file I/O here); only past that does the caller write it."""
         try:
             self._queue.put_nowait(record)
         except queue.Full:
-            self._to_spill([record])
+            if len(self._overflow) < self.OVERFLOW:
+                self._overflow.append(record)
+            else:
+                self._to_spill([record])
 
     def close(self, timeout: float = 5.0) -> None:
         if self._thread is not None:
@@ -301,13 +322,32 @@ class AuditWriter:
             finally:
                 os.close(fd)
 
+    def _drain_overflow(self) -> None:
+        taken: list[dict[str, Any]] = []
+        while self._overflow and len(taken) < 10_000:
+            taken.append(self._overflow.popleft())
+        if taken:
+            self._to_spill(taken)
+
     def _replay(self, db: sqlite3.Connection) -> None:
-        taken = self.spill.with_suffix(".replaying")
+        """Write back this worker's spill file, and those of workers that died before they could
+        (a spill file is named after its worker's pid)."""
+        for leftover in sorted(self.path.parent.glob(f"spill-*.replaying-{os.getpid()}")):  # a failed replay
+            self._replay_file(db, leftover.with_suffix(".jsonl"))
+        for spill in sorted(self.path.parent.glob("spill-*.jsonl")):
+            owner = int(spill.stem.split("-", 1)[1]) if spill.stem.split("-", 1)[1].isdigit() else 0
+            if spill != self.spill and _alive(owner):
+                continue
+            self._replay_file(db, spill)
+
+    def _replay_file(self, db: sqlite3.Connection, spill: Path) -> None:
+        taken = spill.with_suffix(f".replaying-{os.getpid()}")
         with self._spill_lock:
             if not taken.exists():  # else a replay that failed half-way is retried first
-                if not self.spill.exists():
+                try:
+                    os.replace(spill, taken)
+                except FileNotFoundError:  # another worker took it
                     return
-                os.replace(self.spill, taken)
         records = [json.loads(line) for line in taken.read_text().splitlines() if line.strip()]
         insert(db, records)
         self.written += len(records)
@@ -342,7 +382,8 @@ class AuditWriter:
                 if batch:
                     insert(db, batch)
                     self.written += len(batch)
-                if self._queue.empty():
+                self._drain_overflow()
+                if self._queue.empty() and not self._overflow:
                     self._replay(db)
             except (sqlite3.Error, OSError, ValueError) as exc:
                 self.failed += 1
@@ -351,4 +392,6 @@ class AuditWriter:
                 if batch:
                     self._to_spill(batch)
                 time.sleep(0.5)
+        while self._overflow:  # closing: what is left is kept for the next writer to replay
+            self._drain_overflow()
         db.close()

@@ -173,19 +173,21 @@ def test_the_writer_spills_when_its_queue_is_full_and_loses_nothing(tmp_path: Pa
                 "method": "GET", "uri": "/", "status": 403, "stage": "waf", "reason": "waf.anomaly", "mode": "block",
                 "waf": {"matches": [{"rule_id": 942100}]}}
 
-    for i in range(500):  # before the thread runs: 10 fit in the queue, the rest spill to a file
+    for i in range(500):  # before the thread runs: 10 fit in the queue, the rest overflow
         writer.put(rec(i))
-    assert writer.spill.exists()
+    assert not writer.spill.exists()  # the caller (the event loop) never writes the file itself
+    orphan = tmp_path / "spill-999999999.jsonl"  # left by a worker that died (no such pid)
+    orphan.write_text("".join(json.dumps(rec(i)) + "\n" for i in range(500, 520)))
     writer.start()
     deadline = time.monotonic() + 10
     db = connect(tmp_path / "audit.db", readonly=True)
-    while len(search(db, Query(limit=1000))) < 500 and time.monotonic() < deadline:
+    while len(search(db, Query(limit=1000))) < 520 and time.monotonic() < deadline:
         time.sleep(0.1)
     writer.close()
     ids = [r["id"] for r in search(db, Query(limit=1000))]
-    assert len(ids) == len(set(ids)) == 500
-    assert len(search(db, Query(rule=942100, limit=1000))) == 500
-    assert not writer.spill.exists()
+    assert len(ids) == len(set(ids)) == 520  # its own 500, and the dead worker's 20
+    assert len(search(db, Query(rule=942100, limit=1000))) == 520
+    assert not writer.spill.exists() and not orphan.exists()
 
 
 def test_pruning_removes_old_records_and_gives_the_space_back(tmp_path: Path) -> None:
