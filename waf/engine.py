@@ -174,7 +174,3 @@ def pcre2() -> Pcre2:
     buffer = ffi.new("char[64]")
     jit = bool(lib.ew_pcre2_jit(buffer, 64))
     return Pcre2(ffi.string(buffer).decode("ascii", "replace"), jit)
-
-
-def version() -> str:
-    return Engine().version()

@@ -38,7 +38,7 @@ class Sink:
         self.dropped = 0
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"edgeward-audit-sink", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="edgeward-audit-sink", daemon=True)
         self._thread.start()
 
     def put(self, record: dict[str, Any]) -> None:

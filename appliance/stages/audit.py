@@ -42,20 +42,17 @@ class Redactor:
         self._json = re.compile(rf'(?i)("(?:{names})"\s*:\s*)("(?:[^"\\]|\\.)*"|[^,}}\]\s]+)')
         self._multipart = re.compile(rf'(?is)(name="(?:{names})"[^\r\n]*\r?\n(?:[^\r\n]+\r?\n)*\r?\n)(.*?)(\r?\n--)')
 
-    def text(self, value: str, secrets: set[str]) -> tuple[str, set[str]]:
-        """``value`` with redacted fields hidden; the hidden values join ``secrets``."""
-        found: set[str] = set()
-
+    def text(self, value: str, secrets: set[str]) -> str:
+        """``value`` with redacted fields hidden; the hidden values are added to ``secrets``."""
         def keep(match: re.Match[str], group: int) -> str:
             if len(match.group(group)) >= 3:
-                found.add(match.group(group).strip('"'))
+                secrets.add(match.group(group).strip('"'))
             return REDACTED
 
         value = self._form.sub(lambda m: m.group(1) + m.group(2) + keep(m, 3), value)
         value = self._json.sub(lambda m: m.group(1) + '"' + keep(m, 2) + '"', value)
         value = self._multipart.sub(lambda m: m.group(1) + keep(m, 2) + m.group(3), value)
-        secrets |= found
-        return value, secrets
+        return value
 
     def headers_of(self, headers: list[tuple[bytes, bytes]], secrets: set[str]) -> list[list[str]]:
         out = []
@@ -126,8 +123,8 @@ class AuditStage(Stage):
         scope = ctx.scope
         target = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string")
-        uri, secrets = self.redactor.text(_text(target + b"?" + query if query else target), secrets)
-        body, secrets = self.redactor.text(_text(self._excerpt(ctx)), secrets)
+        uri = self.redactor.text(_text(target + b"?" + query if query else target), secrets)
+        body = self.redactor.text(_text(self._excerpt(ctx)), secrets)
         if verdict is not None and verdict.kind == "block":
             reason, mode = verdict.reason, "block"
         elif ctx.would_block:

@@ -5,7 +5,6 @@ access log. The threshold of the WAF issue: with the shipped overrides at least 
 cases that are not skipped pass, and every override says why."""
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import SHARED
+from .test_conformance import counts
 from ..harness import EDGEWARD, Appliance, free_port, start_appliance, stop, wait_port
 
 CRS4 = SHARED / "crs4"
@@ -55,12 +55,6 @@ def crs4_appliance(tmp_path_factory: pytest.TempPathFactory, backend: str) -> It
 
 
 CASES = 3891  # in the 296 files of ../shared/crs4/regression/tests
-
-
-def counts(line: str) -> tuple[int, int, int]:
-    m = re.search(r"(\d+) passed, (\d+) failed, (\d+) skipped", line)
-    assert m, line
-    return int(m.group(1)), int(m.group(2)), int(m.group(3))
 
 
 def test_backend_reflects_the_response_it_is_asked_for(backend: str) -> None:
