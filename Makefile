@@ -3,7 +3,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # libmodsecurity3 is the WAF engine; its -dev headers, libpcre2-dev and g++ build the binding (waf/engine_build.py)
-APT_PACKAGES := ca-certificates openssl modsecurity-crs libmodsecurity3 libmodsecurity-dev libpcre2-8-0 libpcre2-dev g++ libxml2
+# libpq5 is what psycopg talks to PostgreSQL through (audit.store: postgresql://...)
+APT_PACKAGES := ca-certificates openssl modsecurity-crs libmodsecurity3 libmodsecurity-dev libpcre2-8-0 libpcre2-dev g++ libxml2 libpq5
+# the tests start their own PostgreSQL server (the shared audit store)
+TEST_PACKAGES := postgresql
 BENCH_PACKAGES := nginx-light wrk
 
 .PHONY: run test install system-deps bench clean
@@ -24,6 +27,7 @@ run: install
 	$(VENV)/bin/edgeward demo
 
 test: install
+	@scripts/apt-ensure $(TEST_PACKAGES)
 	$(VENV)/bin/mypy appliance waf rules
 	$(VENV)/bin/pytest -q
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -41,12 +42,17 @@ def load(state_dir: Path) -> list[dict[str, Any]]:
     return list(data.get("exclusions") or [])
 
 
+def exclusion_id(entry: dict[str, Any]) -> str:
+    """The name its hits are counted under (entries of the first version have no ``id``)."""
+    return str(entry.get("id") or "ex-" + str(entry["from_record"]))
+
+
 def for_domain(state_dir: Path, domain: DomainConfig, now: float | None = None) -> tuple[Exclusion, ...]:
     """The managed exclusions of ``domain`` (matched by any of its hosts) that have not expired."""
     now = time.time() if now is None else now
     hosts = set(domain.hosts)
     return tuple(
-        Exclusion(tuple(e["rules"]), (), e.get("target"), e.get("path"), tuple(e.get("methods") or ()))
+        Exclusion(tuple(e["rules"]), (), e.get("target"), e.get("path"), tuple(e.get("methods") or ()), exclusion_id(e))
         for e in load(state_dir)
         if e["domain"] in hosts and (e.get("expires") is None or e["expires"] > now)
     )
@@ -81,15 +87,15 @@ def propose(record: dict[str, Any], reason: str, author: str, rule: int | None =
         entry["path"], entry["methods"] = path, [record["method"]]
     elif scope != "domain":
         raise ExclusionError("scope is path or domain")
-    entry.update({"reason": reason, "author": author, "created": time.time(), "expires": expires,
-                  "from_record": record["id"]})
+    entry.update({"id": "ex-" + secrets.token_hex(6), "reason": reason, "author": author, "created": time.time(),
+                  "expires": expires, "from_record": record["id"]})
     return entry
 
 
 def diff(entry: dict[str, Any]) -> str:
     """How the domain's policy changes, as the lines a YAML exclusion would have."""
     lines = [f"# {managed_path(Path('<state_dir>')).name}: domain {entry['domain']}, waf.exclusions",
-             f"+ - rules: {entry['rules']}"]
+             f"+ - name: {exclusion_id(entry)}", f"+   rules: {entry['rules']}"]
     for key in ("target", "path", "methods"):
         if entry.get(key):
             lines.append(f"+   {key}: {entry[key]}")
@@ -107,3 +113,19 @@ def add(state_dir: Path, entry: dict[str, Any]) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps({"exclusions": current}, indent=1, sort_keys=True))
     os.replace(tmp, path)
+
+
+def with_hits(state_dir: Path, counted: list[dict[str, Any]], now: float | None = None) -> list[dict[str, Any]]:
+    """Every managed exclusion with its hits in ``counted`` (the store's per-name counts), then
+    the named ones of the config file that have hits; the least used first (candidates to remove)."""
+    now = time.time() if now is None else now
+    hits = {str(c["key"]): int(c["count"]) for c in counted}
+    out = []
+    for entry in load(state_dir):
+        name = exclusion_id(entry)
+        out.append({"name": name, "hits": hits.pop(name, 0), "domain": entry["domain"], "rules": entry["rules"],
+                    "target": entry.get("target"), "path": entry.get("path"), "reason": entry.get("reason"),
+                    "author": entry.get("author"), "created": entry.get("created"), "expires": entry.get("expires"),
+                    "expired": entry.get("expires") is not None and entry["expires"] <= now})
+    out += [{"name": name, "hits": n, "source": "config"} for name, n in hits.items()]
+    return sorted(out, key=lambda e: (e["hits"], e["name"]))

@@ -81,9 +81,9 @@ def serve(config_path: str) -> int:
     try:
         check_free(config)
         if config.audit.enabled:
-            from appliance.observe.auditstore import connect, database_path
+            from appliance.observe.auditstore import open_store
 
-            connect(database_path(config.state_dir)).close()  # a corrupt or locked database stops the start, named
+            open_store(config.audit.store, config.state_dir).close()  # a corrupt, locked or unreachable store stops the start, named
         os.environ[GOOD_ENV] = str(remember_good(config, text or ""))  # what workers fall back to
         return _serve(config_path, config)
     finally:

@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import EDGEWARD, ORIGIN, free_port, start_nginx, stop_all, wait_port, wrk  # noqa: E402
 
 from appliance.bundles import activations_for, import_bundle  # noqa: E402
-from appliance.observe.auditstore import Query, connect, database_path, insert, search, stats  # noqa: E402
+from appliance.observe.auditsqlite import database_path  # noqa: E402
+from appliance.observe.auditstore import Query, open_store  # noqa: E402
 
 CRS = "/usr/share/modsecurity-crs"
 ATTACK = "/search?q=1%27%20or%201%3D1--&page=2"
@@ -74,9 +75,13 @@ def flood(duration: int, connections: int, audit: bool) -> tuple[float, int, int
             stop_all(procs)
 
 
-def searches(count: int) -> list[tuple[str, float, int]]:
+TAGS = {942100: "attack-sqli", 941100: "attack-xss", 930120: "attack-lfi", 932160: "attack-rce",
+        920350: "attack-protocol", 913100: "attack-reputation-scanner", 949110: "anomaly-evaluation"}
+
+
+def searches(count: int, store_url: str) -> list[tuple[str, float, int]]:
     with tempfile.TemporaryDirectory(prefix="edgeward-auditsearch-") as tmp:
-        db = connect(Path(tmp) / "audit.db")
+        db = open_store(store_url, Path(tmp))
         rng = random.Random(7)
         now = time.time()
         rules = [942100, 941100, 930120, 932160, 920350, 913100, 949110]
@@ -87,18 +92,20 @@ def searches(count: int) -> list[tuple[str, float, int]]:
                 "id": f"{i:032x}", "time": now - rng.random() * 30 * 86400, "domain": f"app{rng.randrange(20)}.test",
                 "route": "/", "client": {"ip": f"198.51.{rng.randrange(256)}.{rng.randrange(256)}", "port": 40000},
                 "method": "GET", "uri": f"/p/{rng.randrange(5000)}?q=x", "status": 403, "stage": "waf",
-                "reason": "waf.anomaly", "mode": "block", "waf": {"matches": [{"rule_id": rule}, {"rule_id": 949110}]},
+                "reason": "waf.anomaly", "mode": "block",
+                "waf": {"matches": [{"rule_id": r, "tags": [TAGS[r], "OWASP_CRS"]} for r in (rule, 949110)]},
             })
             if len(batch) == 10000:
-                insert(db, batch)
+                db.insert(batch)
                 batch = []
         if batch:
-            insert(db, batch)
+            db.insert(batch)
         out = []
         day = now - 86400
         for name, query in (
             ("newest 100", Query()),
             ("by rule 930120, 100", Query(rule=930120)),
+            ("by tag attack-lfi, 100", Query(tag="attack-lfi")),
             ("by IP", Query(ip="198.51.7.42")),
             ("by /24", Query(ip="198.51.7.0/24")),
             ("domain + last day", Query(domain="app3.test", since=day)),
@@ -106,11 +113,13 @@ def searches(count: int) -> list[tuple[str, float, int]]:
             ("stage + status + last day", Query(stage="waf", status=403, since=day)),
         ):
             started = time.perf_counter()
-            found = search(db, query)
+            found = db.search(query)
             out.append((name, time.perf_counter() - started, len(found)))
-        started = time.perf_counter()
-        stats(db, since=day)
-        out.append(("stats, last day", time.perf_counter() - started, 1))
+        for name, since in (("stats, last day", day), ("stats, all", None)):
+            started = time.perf_counter()
+            db.stats(since=since)
+            out.append((name, time.perf_counter() - started, 1))
+        db.close()
         return out
 
 
@@ -120,6 +129,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--skip-flood", action="store_true")
+    parser.add_argument("--store", default="sqlite", help="sqlite, or a postgresql:// URL of an empty database "
+                        "on loopback for the search part")
     args = parser.parse_args()
     if not args.skip_flood:
         on = flood(args.duration, args.connections, True)
@@ -128,8 +139,8 @@ def main() -> int:
         print(f"  audit off: {off[0]:.0f} blocked req/s")
         print(f"  audit on:  {on[0]:.0f} blocked req/s ({on[0] / off[0]:.2f} of off); {on[1]} blocked responses, "
               f"{on[2]} records, {on[3]} distinct ids: {'none lost' if on[1] == on[2] == on[3] else 'MISMATCH'}")
-    print(f"searches over {args.records:,} records (target: each under 1 s)")
-    for name, seconds, found in searches(args.records):
+    print(f"searches over {args.records:,} records in {args.store.split(':')[0]} (target: each under 1 s)")
+    for name, seconds, found in searches(args.records, args.store):
         print(f"  {name:28} {seconds * 1000:8.1f} ms  ({found} found)")
     return 0
 

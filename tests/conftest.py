@@ -2,12 +2,16 @@ from __future__ import annotations
 
 import datetime
 import os
+from typing import TYPE_CHECKING
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from .harness import Upstream, start_upstream, stop
+
+if TYPE_CHECKING:
+    from .servers.postgres import Postgres
 
 SHARED = Path(os.environ.get("EDGEWARD_SHARED_DIR", Path(__file__).resolve().parent.parent.parent / "shared"))
 CRS_DIR = Path(os.environ.get("EDGEWARD_CRS_DIR", "/usr/share/modsecurity-crs"))
@@ -67,3 +71,15 @@ def upstream_b(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
     up = start_upstream(tmp_path_factory.mktemp("upB"), "B")
     yield up
     stop(up.proc)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator["Postgres"]:
+    """A real PostgreSQL server (Debian's package) on a free loopback port, for the whole run."""
+    from .servers.postgres import Postgres, binaries, remove, start_postgres
+
+    if binaries() is None:
+        pytest.skip("PostgreSQL server binaries are absent (Debian package postgresql; make test installs it)")
+    server: Postgres = start_postgres()
+    yield server
+    remove(server)

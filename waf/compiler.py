@@ -22,6 +22,7 @@ from .policy import Exclusion, Policy
 
 POLICY_RULE_ID = 10001
 EXCLUSION_RULE_ID = 10100
+HIT_RULE_ID = 10600  # one per named exclusion: logs when it applied, never changes a verdict
 
 ENGINE_SETTINGS = """\
 SecRuleEngine {engine}
@@ -76,6 +77,7 @@ class CompiledRules:
     policy: Policy
     rule_count: int
     tags: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    hit_rules: Mapping[int, str] = field(default_factory=dict)  # rule id -> the named exclusion it counts
 
 
 _RULE_ID = re.compile(r"\bid:'?(\d+)")
@@ -167,6 +169,36 @@ def exclusion_rules(exclusions: Sequence[Exclusion]) -> tuple[str, str]:
     return "".join(before), "".join(after)
 
 
+_PRESENCE = ("ARGS:", "ARGS_NAMES:", "REQUEST_COOKIES:", "REQUEST_COOKIES_NAMES:", "REQUEST_HEADERS:", "FILES:")
+
+
+def hit_rules(exclusions: Sequence[Exclusion]) -> tuple[str, dict[int, str]]:
+    """Rules that match (log, pass) when a named exclusion applied to a request: its path and
+    methods, and its target present. Phase 2, so body arguments count; placed before the bundle."""
+    out: list[str] = []
+    names: dict[int, str] = {}
+    for ex in exclusions:
+        if ex.name is None:
+            continue
+        rule_id = HIT_RULE_ID + len(names)
+        conditions = []
+        if ex.path:
+            conditions.append(f'REQUEST_FILENAME "@beginsWith {ex.path}"')
+        if ex.methods:
+            conditions.append(f'REQUEST_METHOD "@within {" ".join(ex.methods)}"')
+        if ex.target and ex.target.startswith(_PRESENCE):
+            conditions.append(f'&{ex.target} "@gt 0"')
+        head = f"id:{rule_id},phase:2,pass,log,t:none,msg:'exclusion applied'"
+        if not conditions:
+            out.append(f'SecAction "{head}"\n')
+        else:
+            chain = [f'SecRule {c} "{head if i == 0 else "t:none"}{",chain" if i < len(conditions) - 1 else ""}"'
+                     for i, c in enumerate(conditions)]
+            out.append("\n  ".join(chain) + "\n")
+        names[rule_id] = ex.name
+    return "".join(out), names
+
+
 def compile_rules(bundle_dir: Path, load_order: Sequence[str], policy: Policy, text_log: bool = False) -> CompiledRules:
     """Compile; raise WafCompileError with ModSecurity's parser message. ``text_log`` keeps the
     engine's log line for each match (the conformance runner reads them, as ftw reads nginx's
@@ -176,6 +208,8 @@ def compile_rules(bundle_dir: Path, load_order: Sequence[str], policy: Policy, t
     tags: dict[int, tuple[str, ...]] = {}
     count = rules.add(engine_settings(policy), "engine settings")
     before, after = exclusion_rules(policy.exclusions)
+    counting, hits = hit_rules(policy.exclusions)
+    before += counting
     files = list(load_order)
     setup = [f for f in files if f == "crs-setup.conf"]
     for rel in setup:
@@ -192,7 +226,7 @@ def compile_rules(bundle_dir: Path, load_order: Sequence[str], policy: Policy, t
     if policy.directives.strip():
         count += rules.add(policy.directives, "directives")
         tags.update(rule_tags(policy.directives))
-    return CompiledRules(engine, rules, policy, count, tags)
+    return CompiledRules(engine, rules, policy, count, tags, hits)
 
 
 class RuleSetCache:

@@ -87,8 +87,13 @@ class Outcome:
     only; matches are decoded into text when someone (the audit record) asks for them."""
 
     def __init__(self, decision: Decision | None, raw: Sequence[RawMatch],
-                 tags: Mapping[int, tuple[str, ...]] | None = None) -> None:
+                 tags: Mapping[int, tuple[str, ...]] | None = None, hit_rules: Mapping[int, str] | None = None) -> None:
         self.decision = decision
+        self.exclusions: list[str] = []  # the named exclusions that applied to this request
+        if hit_rules:
+            self.exclusions = [hit_rules[m.rule_id] for m in raw if m.rule_id in hit_rules]
+            if self.exclusions:
+                raw = [m for m in raw if m.rule_id not in hit_rules]
         self._raw = raw
         self._tags = tags or {}
         self.rule_ids = [m.rule_id for m in raw]
@@ -195,7 +200,7 @@ class Inspection:
         unless asked for (the conformance runner reads those log lines)."""
         if logging_phase:
             self._tx.logging()
-        outcome = Outcome(self.decision, self._tx.matches() + self._refused, self.compiled.tags)
+        outcome = Outcome(self.decision, self._tx.matches() + self._refused, self.compiled.tags, self.compiled.hit_rules)
         self._tx.close()
         return outcome
 

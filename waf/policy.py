@@ -21,6 +21,7 @@ class Exclusion:
     target: str | None = None  # e.g. "ARGS:q", "REQUEST_COOKIES:session"
     path: str | None = None
     methods: tuple[str, ...] = ()
+    name: str | None = None  # a named exclusion counts the requests it applied to (Outcome.exclusions)
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ def create_admin() -> ASGIApp:
             except (OSError, asyncio.TimeoutError):
                 return JSONResponse({"status": "not ready", "listener": f"{address}:{port}"}, status_code=503)
         if live.config.audit.enabled:
-            problem = await asyncio.to_thread(audit_problem, live.config.state_dir)
+            problem = await asyncio.to_thread(audit_problem, live.config)
             if problem:
                 return JSONResponse({"status": "not ready", "audit": problem}, status_code=503)
         return JSONResponse({"status": "ready"})

@@ -3,19 +3,19 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import sqlite3
 import time
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from appliance.admin.live import LiveConfig
-from appliance.exclusions import ExclusionError, add, diff, propose
+from appliance.exclusions import ExclusionError, add, diff, propose, with_hits
 from appliance.reloader import request_reload
-from appliance.observe.auditstore import AuditStoreError, Query, connect, database_path, get, search, stats
+from appliance.config.schema import Config
+from appliance.observe.auditstore import AuditStore, AuditStoreError, Query, open_store
 
 MAX_LIMIT = 1000
 
@@ -30,28 +30,45 @@ def _float(request: Request, name: str) -> float | None:
     return float(value) if value not in (None, "") else None
 
 
-def audit_problem(state_dir: Path) -> str | None:
-    """Why the audit database cannot be read and written, or None (for /readyz)."""
+T = TypeVar("T")
+
+
+def audit_problem(config: Config) -> str | None:
+    """Why the audit store cannot be read and written, or None (for /readyz)."""
     try:
-        db = connect(database_path(state_dir))
+        store = open_store(config.audit.store, config.state_dir)
         try:
-            db.execute("SELECT count(*) FROM audit WHERE id = ''").fetchone()
+            store.check()
         finally:
-            db.close()
-    except (AuditStoreError, sqlite3.Error) as exc:
+            store.close()
+    except AuditStoreError as exc:
         return str(exc)
     return None
 
 
+def annotated(result: dict[str, Any], config: Config) -> dict[str, Any]:
+    """``stats`` with each exclusion's details beside its hits."""
+    return {**result, "exclusions": with_hits(config.state_dir, result["exclusions"])}
+
+
+def with_store(config: Config, use: Callable[[AuditStore], T]) -> T:
+    """Open the store, use it, close it (in a thread: the store's calls block)."""
+    store = open_store(config.audit.store, config.state_dir, readonly=True)
+    try:
+        return use(store)
+    finally:
+        store.close()
+
+
 def audit_routes(live: LiveConfig) -> list[Route]:
-    def db() -> sqlite3.Connection:
-        return connect(database_path(live.config.state_dir), readonly=True)
+    async def read(use: Callable[[AuditStore], T]) -> T:
+        return await asyncio.to_thread(with_store, live.config, use)
 
     def problem(status: int, message: str) -> Response:
         return JSONResponse({"error": message}, status_code=status)
 
     async def listing(request: Request) -> Response:
-        """``GET /api/audit?domain=&rule=&ip=&stage=&status=&since=&until=&text=&limit=&cursor=``:
+        """``GET /api/audit?domain=&route=&rule=&tag=&ip=&country=&stage=&status=&consumer=&since=&until=&text=&limit=&cursor=``:
         newest first; ``next`` is the cursor for the following page (null on the last)."""
         try:
             cursor = request.query_params.get("cursor")
@@ -63,14 +80,15 @@ def audit_routes(live: LiveConfig) -> list[Route]:
             if ip:
                 ipaddress.ip_network(ip, strict=False)
             limit = min(_int(request, "limit") or 100, MAX_LIMIT)
-            query = Query(domain=request.query_params.get("domain") or None, rule=_int(request, "rule"), ip=ip,
-                          stage=request.query_params.get("stage") or None, status=_int(request, "status"),
+            text = {name: request.query_params.get(name) or None
+                    for name in ("domain", "route", "tag", "country", "stage", "consumer")}
+            query = Query(**text, rule=_int(request, "rule"), ip=ip, status=_int(request, "status"),
                           since=_float(request, "since"), until=_float(request, "until"),
                           text=request.query_params.get("text") or None, limit=limit, before=before)
         except ValueError as exc:
             return problem(400, f"bad filter: {exc}")
         try:
-            records = await asyncio.to_thread(lambda: search(db(), query))
+            records = await read(lambda store: store.search(query))
         except AuditStoreError as exc:
             return problem(503, str(exc))
         last: dict[str, Any] | None = records[-1] if len(records) == limit else None
@@ -78,7 +96,7 @@ def audit_routes(live: LiveConfig) -> list[Route]:
 
     async def one(request: Request) -> Response:
         try:
-            record = await asyncio.to_thread(lambda: get(db(), request.path_params["id"]))
+            record = await read(lambda store: store.get(request.path_params["id"]))
         except AuditStoreError as exc:
             return problem(503, str(exc))
         return JSONResponse(record) if record is not None else problem(404, "no such audit record")
@@ -89,7 +107,8 @@ def audit_routes(live: LiveConfig) -> list[Route]:
         except ValueError as exc:
             return problem(400, f"bad filter: {exc}")
         try:
-            return JSONResponse(await asyncio.to_thread(lambda: stats(db(), since, until, top)))
+            result = await read(lambda store: store.stats(since, until, top))
+            return JSONResponse(annotated(result, live.config))
         except AuditStoreError as exc:
             return problem(503, str(exc))
 
@@ -104,7 +123,7 @@ def audit_routes(live: LiveConfig) -> list[Route]:
         except ValueError as exc:
             return problem(400, f"bad request body: {exc}")
         try:
-            record = await asyncio.to_thread(lambda: get(db(), request.path_params["id"]))
+            record = await read(lambda store: store.get(request.path_params["id"]))
         except AuditStoreError as exc:
             return problem(503, str(exc))
         if record is None:

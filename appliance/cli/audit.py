@@ -8,7 +8,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from appliance.cli.common import config_arg, state_dir
+from appliance.cli.common import config_arg
 
 
 def _when(value: str) -> float:
@@ -36,26 +36,27 @@ def _line(record: dict[str, Any]) -> str:
 
 
 def _open(args: argparse.Namespace) -> Any:
-    from appliance.observe.auditstore import connect, database_path
+    """The configured store (SQLite in the state directory, or PostgreSQL), for reading."""
+    from appliance.cli.common import load
+    from appliance.observe.auditstore import open_store
 
-    return connect(database_path(state_dir(args)), readonly=True)
+    config = load(args)
+    return open_store(config.audit.store, config.state_dir, readonly=True)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from appliance.observe.auditstore import Query, search
+    from appliance.observe.auditstore import Query
 
-    db = _open(args)
-    query = Query(domain=args.domain, rule=args.rule, ip=args.ip, stage=args.stage, status=args.status,
+    query = Query(domain=args.domain, route=args.route, rule=args.rule, tag=args.tag, ip=args.ip,
+                  country=args.country, stage=args.stage, status=args.status, consumer=args.consumer,
                   since=args.since, until=args.until, text=args.text, limit=args.limit)
-    for record in search(db, query):
+    for record in _open(args).search(query):
         print(json.dumps(record, sort_keys=True) if args.json else _line(record))
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from appliance.observe.auditstore import get
-
-    record = get(_open(args), args.id)
+    record = _open(args).get(args.id)
     if record is None:
         print(f"no audit record {args.id}", file=sys.stderr)
         return 1
@@ -83,13 +84,11 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from appliance.observe.auditstore import after
-
-    db = _open(args)
+    store = _open(args)
     since, seen = time.time() - args.back, set[str]()
     try:
         while True:
-            for record in after(db, since, seen):
+            for record in store.after(since, seen):
                 seen.add(record["id"])
                 since = max(since, record["time"] - 5)  # records from other workers can land late
                 print(json.dumps(record, sort_keys=True) if args.json else _line(record), flush=True)
@@ -101,9 +100,11 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from appliance.observe.auditstore import stats
+    from appliance.cli.common import load
+    from appliance.exclusions import with_hits
 
-    result = stats(_open(args), args.since, args.until, args.top)
+    result = _open(args).stats(args.since, args.until, args.top)
+    result["exclusions"] = with_hits(load(args).state_dir, result["exclusions"])
     if args.json:
         print(json.dumps(result, sort_keys=True))
         return 0
@@ -113,16 +114,20 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(f"{title}:")
         for entry in result[key]:
             print(f"  {entry['count']:>8}  {entry['key']}")
+    print("exclusions (hits: requests they applied to):")
+    for entry in result["exclusions"]:
+        detail = (f" {entry['domain']} rules {entry['rules']} {entry.get('target') or ''} {entry.get('path') or ''}"
+                  f" - {entry['reason']}" + (" (expired)" if entry["expired"] else "")) if "domain" in entry else " (config file)"
+        print(f"  {entry['hits']:>8}  {entry['name']}{detail}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from appliance.observe.auditstore import iterate
     from appliance.observe.ocsf import http_activity
 
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
-        for record in iterate(_open(args), args.since):
+        for record in _open(args).iterate(args.since):
             event = http_activity(record) if args.format == "ocsf" else record
             out.write(json.dumps(event, sort_keys=True) + "\n")
     finally:
@@ -143,11 +148,10 @@ def cmd_exclude(args: argparse.Namespace) -> int:
 
     from appliance.cli.common import load
     from appliance.exclusions import ExclusionError, add, diff, propose
-    from appliance.observe.auditstore import get
     from appliance.reloader import request_reload
 
     config = load(args)
-    record = get(_open(args), args.id)
+    record = _open(args).get(args.id)
     if record is None:
         print(f"no audit record {args.id}", file=sys.stderr)
         return 1
@@ -174,10 +178,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = cmds.add_parser("search", help="records, newest first; every filter given must hold")
     config_arg(p)
     p.add_argument("--domain")
+    p.add_argument("--route", help="the route's path as configured, such as /api")
     p.add_argument("--rule", type=int, help="a WAF rule id that matched")
+    p.add_argument("--tag", help="a tag of a matched rule, such as attack-sqli")
     p.add_argument("--ip", help="client address or CIDR")
+    p.add_argument("--country", help="ISO 3166 country code of the client")
     p.add_argument("--stage", help="the stage that blocked (waf, auth, cc, access)")
     p.add_argument("--status", type=int)
+    p.add_argument("--consumer", help="the authenticated consumer")
     p.add_argument("--since", type=_when, help="ISO 8601 time or a span back from now (30m, 2h, 7d)")
     p.add_argument("--until", type=_when)
     p.add_argument("--text", help="a substring of the URI")

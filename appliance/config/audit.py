@@ -1,8 +1,6 @@
 """The ``audit`` section: what the audit record keeps and for how long (the audit stage's schema)."""
 from __future__ import annotations
 
-from typing import Literal
-
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
@@ -32,7 +30,7 @@ class ForwardConfig(Strict):
 
 class AuditConfig(Strict):
     enabled: bool = True
-    store: Literal["sqlite"] = "sqlite"  # the database is state_dir/audit/audit.db
+    store: str = "sqlite"  # sqlite: state_dir/audit/audit.db; or postgresql://USER:PASSWORD@HOST:PORT/DB
     retention_days: int = Field(default=30, ge=1, le=3650)
     max_size: Size = 0  # 0: no limit
     body_excerpt: Size = 8192
@@ -40,3 +38,13 @@ class AuditConfig(Strict):
     redact_fields: list[str] = list(DEFAULT_REDACTED_FIELDS)
     sample_allowed: float = Field(default=0.0, ge=0.0, le=1.0)
     forward: list[ForwardConfig] = []
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, value: str) -> str:
+        if value == "sqlite":
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
+            raise ValueError("must be sqlite or a URL postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
+        return value

@@ -34,6 +34,7 @@ class ExclusionConfig(Strict):
     path: str | None = None
     methods: list[str] = []
     reason: str = ""
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")  # named: its hits are counted (audit stats)
 
     @field_validator("target")
     @classmethod

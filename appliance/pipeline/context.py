@@ -73,6 +73,7 @@ class RequestContext:
     domain: str = "-"
     route: Route | None = None
     # -- written by later stages
+    country: str | None = None  # ISO 3166 code, once a GeoIP lookup has been made
     consumer: str | None = None
     body: bytes = b""  # request body read so far; the proxy sends it first, then streams the rest
     spool: Spool | None = None  # instead of ``body`` once the body read outgrew memory (body.SPOOL_OVER)

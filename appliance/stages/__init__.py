@@ -20,7 +20,6 @@ from appliance.bundles import canary_for, check_bundle, resolve_for_domain, stor
 from appliance.exclusions import ExclusionError, for_domain
 from appliance.config.schema import Config, DomainConfig, RouteConfig
 from appliance.config.waf import WafConfig
-from appliance.observe.auditstore import database_path
 from appliance.observe.metrics import WorkerMetrics
 from appliance.pipeline.stage import Stage, merge_section
 from appliance.stages.accesslog import AccessLogStage
@@ -112,5 +111,5 @@ def build_done_stages(config: Config, shared: Shared) -> tuple[Stage, ...]:
     if config.access_log.enabled:
         stages.append(AccessLogStage(config.access_log))
     if config.audit.enabled:
-        stages.append(AuditStage(config.audit, database_path(config.state_dir)))
+        stages.append(AuditStage(config.audit, config.state_dir))
     return tuple(stages)

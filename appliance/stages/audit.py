@@ -14,11 +14,12 @@ import random
 import re
 import socket
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 from appliance.config.audit import ALWAYS_REDACTED_HEADERS, AuditConfig
 from appliance.observe.auditsinks import sink_for
-from appliance.observe.auditstore import AuditWriter
+from appliance.observe.auditstore import AuditWriter, open_store, spill_dir
 from appliance.pipeline.context import RequestContext
 from appliance.pipeline.stage import Stage
 from appliance.pipeline.verdict import Outcome
@@ -89,9 +90,10 @@ class Redactor:
 class AuditStage(Stage):
     name: ClassVar[str] = "audit"
 
-    def __init__(self, cfg: AuditConfig, path: Any) -> None:
+    def __init__(self, cfg: AuditConfig, state_dir: Path) -> None:
         self.cfg = cfg
-        self.writer = AuditWriter(path, retention_days=cfg.retention_days, max_bytes=cfg.max_size)
+        self.writer = AuditWriter(lambda: open_store(cfg.store, state_dir), spill_dir(state_dir),
+                                  retention_days=cfg.retention_days, max_bytes=cfg.max_size)
         self.sinks = [sink_for(f.url, f.headers) for f in cfg.forward]
         self.redactor = Redactor(cfg)
 
@@ -107,6 +109,9 @@ class AuditStage(Stage):
 
     def done(self, ctx: RequestContext, outcome: Outcome) -> None:
         verdict = ctx.verdict
+        if ctx.waf is not None and ctx.waf.outcome is not None:
+            for name in ctx.waf.outcome.exclusions:
+                self.writer.hit(name)
         blocked = verdict is not None and verdict.kind == "block"
         if not blocked and not ctx.would_block:
             if not (self.cfg.sample_allowed and random.random() < self.cfg.sample_allowed):
@@ -136,7 +141,7 @@ class AuditStage(Stage):
         record: dict[str, Any] = {
             "id": ctx.request_id, "time": time.time(), "node": _NODE, "domain": ctx.domain,
             "route": route.path if route is not None else "-",
-            "client": {"ip": ctx.client_ip, "port": ctx.client_port}, "country": None,
+            "client": {"ip": ctx.client_ip, "port": ctx.client_port}, "country": ctx.country,
             "method": ctx.method, "uri": uri, "protocol": f"HTTP/{scope.get('http_version', '1.1')}",
             "headers": headers, "body": body, "body_bytes": ctx.body_length, "consumer": ctx.consumer,
             "stage": reason.split(".", 1)[0] if "." in reason else reason, "reason": reason,

@@ -95,7 +95,7 @@ def policy_of(cfg: WafConfig) -> Policy:
         response_body_limit=cfg.response_body_limit,
         pcre_match_limit=cfg.pcre_match_limit,
         exclusions=tuple(
-            Exclusion(tuple(e.rules), tuple(e.tags), e.target, e.path, tuple(m.upper() for m in e.methods))
+            Exclusion(tuple(e.rules), tuple(e.tags), e.target, e.path, tuple(m.upper() for m in e.methods), e.name)
             for e in cfg.exclusions
         ),
         directives=cfg.directives,

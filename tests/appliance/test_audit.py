@@ -164,84 +164,6 @@ def test_readyz_reports_an_audit_database_that_broke_after_the_start(tmp_path_fa
         stop(app.proc)
 
 
-def test_the_writer_spills_when_its_queue_is_full_and_loses_nothing(tmp_path: Path) -> None:
-    from appliance.observe.auditstore import AuditWriter, Query, connect, search
-
-    writer = AuditWriter(tmp_path / "audit.db", maxsize=10)
-
-    def rec(i: int) -> dict[str, object]:
-        return {"id": f"r{i:05d}", "time": 1000.0 + i, "domain": "d", "route": "/", "client": {"ip": "192.0.2.1", "port": 1},
-                "method": "GET", "uri": "/", "status": 403, "stage": "waf", "reason": "waf.anomaly", "mode": "block",
-                "waf": {"matches": [{"rule_id": 942100}]}}
-
-    for i in range(500):  # before the thread runs: 10 fit in the queue, the rest overflow
-        writer.put(rec(i))
-    assert not writer.spill.exists()  # the caller (the event loop) never writes the file itself
-    orphan = tmp_path / "spill-999999999.jsonl"  # left by a worker that died (no such pid)
-    orphan.write_text("".join(json.dumps(rec(i)) + "\n" for i in range(500, 520)))
-    writer.start()
-    deadline = time.monotonic() + 10
-    db = connect(tmp_path / "audit.db", readonly=True)
-    while len(search(db, Query(limit=1000))) < 520 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    writer.close()
-    ids = [r["id"] for r in search(db, Query(limit=1000))]
-    assert len(ids) == len(set(ids)) == 520  # its own 500, and the dead worker's 20
-    assert len(search(db, Query(rule=942100, limit=1000))) == 520
-    assert not writer.spill.exists() and not orphan.exists()
-
-
-def test_pruning_removes_old_records_and_gives_the_space_back(tmp_path: Path) -> None:
-    from appliance.observe.auditstore import Query, connect, insert, prune, search
-
-    db = connect(tmp_path / "audit.db")
-    padding = "x" * 4000
-    records = [{"id": f"r{i:05d}", "time": float(i), "domain": "d", "route": "/", "client": {"ip": "192.0.2.1", "port": 1},
-                "method": "GET", "uri": "/", "status": 403, "stage": "waf", "reason": "waf.anomaly", "mode": "block",
-                "body": padding, "waf": {"matches": [{"rule_id": 942100}]}} for i in range(2000)]
-    insert(db, records)
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    before = (tmp_path / "audit.db").stat().st_size
-    assert prune(db, 1500.0) == 1500
-    assert [r["id"] for r in search(db, Query(limit=10))][0] == "r01999" and len(search(db, Query(limit=5000))) == 500
-    assert len(search(db, Query(rule=942100, limit=5000))) == 500
-    assert (tmp_path / "audit.db").stat().st_size < before / 2
-
-
-def test_uri_text_search_is_exact_for_long_and_short_texts_and_follows_pruning(tmp_path: Path) -> None:
-    from appliance.observe.auditstore import Query, connect, insert, prune, search
-
-    db = connect(tmp_path / "audit.db")
-    uris = ["/login?next=/admin", "/api/orders/42", "/static/logo.png", "/LOGIN"]
-    insert(db, [{"id": f"r{i}", "time": float(i), "domain": "d", "route": "/", "client": {"ip": "192.0.2.1", "port": 1},
-                 "method": "GET", "uri": uri, "status": 403, "stage": "waf", "reason": "waf.anomaly", "mode": "block"}
-                for i, uri in enumerate(uris)])
-
-    def found(text: str) -> set[str]:
-        return {r["uri"] for r in search(db, Query(text=text))}
-
-    assert found("login") == {"/login?next=/admin"}  # the trigram index finds, the exact match decides case
-    assert found("lo") == {"/login?next=/admin", "/static/logo.png"}  # under 3 characters: a scan
-    assert found('"/admin') == set() and found("next=/admin") == {"/login?next=/admin"}
-    prune(db, 1.0)
-    assert found("login") == set() and found("orders/42") == {"/api/orders/42"}
-
-
-def test_retention_by_size_deletes_the_oldest_until_the_database_fits(tmp_path: Path) -> None:
-    from appliance.observe.auditstore import Query, connect, insert, prune_to_size, search, size_of
-
-    path = tmp_path / "audit.db"
-    db = connect(path)
-    insert(db, [{"id": f"r{i:05d}", "time": float(i), "domain": "d", "route": "/", "client": {"ip": "192.0.2.1", "port": 1},
-                 "method": "GET", "uri": "/", "status": 403, "stage": "waf", "reason": "waf.anomaly", "mode": "block",
-                 "body": "x" * 4000} for i in range(2000)])
-    assert size_of(path) > 8_000_000
-    removed = prune_to_size(db, path, 3_000_000)
-    assert removed > 0 and size_of(path) <= 3_000_000
-    newest = [r["id"] for r in search(db, Query(limit=5))]
-    assert newest[0] == "r01999" and len(search(db, Query(limit=5000))) == 2000 - removed
-
-
 def test_records_are_forwarded_to_syslog_and_a_webhook_that_fails_at_first(
         tmp_path_factory: pytest.TempPathFactory, upstream_a: Upstream, crs_state: Path) -> None:
     import socket
@@ -319,7 +241,7 @@ def test_an_exclusion_made_from_a_record_lets_that_request_through_and_nothing_m
         rid = get(app, "x.test", attack).headers["x-request-id"]
         record(app, rid)
         dry = cli(app, "exclude", rid, "--reason", "the search box takes SQL on purpose")
-        assert dry.returncode == 0 and "+ - rules: [942100]" in dry.stdout and "target: ARGS:q" in dry.stdout
+        assert dry.returncode == 0 and "+   rules: [942100]" in dry.stdout and "target: ARGS:q" in dry.stdout
         assert "path: /search" in dry.stdout and "dry run" in dry.stdout
         assert get(app, "x.test", attack).status_code == 403  # a dry run changes nothing
         bad = cli(app, "exclude", rid, "--rule", "941100", "--reason", "no")
@@ -337,6 +259,23 @@ def test_an_exclusion_made_from_a_record_lets_that_request_through_and_nothing_m
         assert get(app, "x.test", "/other?q=1%27%20or%201%3D1--").status_code == 403  # another path
         assert get(app, "x.test", "/search?x=1%27%20or%201%3D1--").status_code == 403  # another argument
         assert get(app, "x.test", attack, method="POST").status_code == 403  # another method
+        # its hit counter: the requests it applied to (its path, method and target), in audit stats
+        for _ in range(3):
+            assert get(app, "x.test", "/search?q=plain").status_code == 200
+        get(app, "x.test", "/search?other=1")  # no ARGS:q: not counted
+        name = json.loads(applied.stdout.split("+ - name: ", 1)[1].split("\n", 1)[0].join('""'))
+        deadline = time.monotonic() + 10
+        while True:
+            stats = json.loads(cli(app, "stats", "--json").stdout)
+            entry = next(e for e in stats["exclusions"] if e["name"] == name)
+            if entry["hits"] >= 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert entry["hits"] == 4 and entry["reason"] == "the search box takes SQL on purpose"  # the attack once and 3 plain
+        assert entry["expires"] > time.time() + 29 * 86400 and not entry["expired"]
+        assert "exclusions (hits" in cli(app, "stats").stdout and name in cli(app, "stats").stdout
+        api = httpx.get(app.admin + "/api/audit/stats", headers=AUTH).json()
+        assert any(e["name"] == name and e["hits"] == 4 for e in api["exclusions"])
     finally:
         stop(app.proc)
 
@@ -353,3 +292,53 @@ def test_expired_managed_exclusions_are_left_out(tmp_path: Path) -> None:
     add(tmp_path, {**base, "domain": "other.test", "expires": None})
     assert [e.rules for e in for_domain(tmp_path, domain, now=50.0)] == [(942100,), (941100,)]
     assert [e.rules for e in for_domain(tmp_path, domain, now=150.0)] == [(942100,)]
+
+
+def test_two_nodes_share_one_postgresql_store(tmp_path_factory: pytest.TempPathFactory, upstream_a: Upstream,
+                                              crs_state: Path, postgres: object) -> None:
+    """Two appliances (two nodes) write to one PostgreSQL database; either one's CLI and admin
+    API see both nodes' records. The password comes from the environment and is never logged."""
+    from ..servers.postgres import PASSWORD
+
+    url = postgres.create_database("nodes").replace(PASSWORD, "${AUDIT_DB_PASSWORD}")  # type: ignore[attr-defined]
+    extra = f"audit: {{store: '{url}'}}\n"
+    env = {"AUDIT_DB_PASSWORD": PASSWORD}
+    domains = f"  - hosts: [pg.test]\n    upstream: {upstream_a.url}\n    waf: {{mode: block}}\n"
+    nodes = [start_appliance(tmp_path_factory.mktemp(f"audit-pg{i}"), domains, extra, env, state_dir=copy_state(crs_state))
+             for i in range(2)]
+    try:
+        rids = [get(node, "pg.test", f"/n{i}?q=1%27%20or%201%3D1--").headers["x-request-id"] for i, node in enumerate(nodes)]
+
+        def search(node: Appliance) -> list[str]:
+            out = subprocess.run([EDGEWARD, "audit", "search", "--domain", "pg.test", "--tag", "attack-sqli", "--json",
+                                  "-c", str(node.config)], capture_output=True, text=True, timeout=30, env=node.env)
+            assert out.returncode == 0, out.stderr
+            return [json.loads(line)["id"] for line in out.stdout.splitlines()]
+
+        deadline = time.monotonic() + 10
+        while set(search(nodes[0])) != set(rids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert set(search(nodes[0])) == set(search(nodes[1])) == set(rids)
+        api = httpx.get(nodes[1].admin + "/api/audit", params={"rule": 942100}, headers=AUTH).json()
+        assert {r["id"] for r in api["records"]} == set(rids) and {r["node"] for r in api["records"]}
+        assert httpx.get(nodes[0].admin + "/readyz").status_code == 200
+        for node in nodes:
+            assert PASSWORD not in node.logs()
+    finally:
+        for node in nodes:
+            stop(node.proc)
+
+
+def test_an_unreachable_postgresql_store_stops_the_start_without_its_password(tmp_path: Path, upstream_a: Upstream) -> None:
+    from ..harness import appliance_config, free_port
+
+    config = tmp_path / "edgeward.yaml"
+    config.write_text(appliance_config(tmp_path, free_port(), free_port(), f"  - hosts: [a.test]\n    upstream: {upstream_a.url}\n",
+                                       f"audit: {{store: 'postgresql://edgeward:s3cret-pw@127.0.0.1:{free_port()}/audit'}}\n"))
+    out = subprocess.run([EDGEWARD, "serve", "-c", str(config)], capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "127.0.0.1" in out.stderr and "edgeward:***@" in out.stderr and "s3cret-pw" not in out.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(config.read_text().replace("postgresql://edgeward:s3cret-pw@", "mysql://edgeward:s3cret-pw@"))
+    checked = subprocess.run([EDGEWARD, "check", "-c", str(bad)], capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 2 and "audit.store" in checked.stderr and "s3cret-pw" not in checked.stderr
