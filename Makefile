@@ -28,7 +28,7 @@ run: install
 
 test: install
 	@scripts/apt-ensure $(TEST_PACKAGES)
-	$(VENV)/bin/mypy appliance waf rules
+	$(VENV)/bin/mypy appliance waf rules cc
 	$(VENV)/bin/pytest -q
 
 bench: install

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from cc.geoip import GeoIPError
+
 from appliance.config.schema import Config, DomainConfig, RouteConfig
 from appliance.pipeline.clientip import ClientIPResolver
 from appliance.pipeline.route import Domain, Route
@@ -93,6 +95,10 @@ class RuntimeProblems(Exception):
 def compile_runtime(config: Config, generation: int, shared: Shared | None = None) -> Runtime:
     """Build everything a request needs; raise RuntimeProblems if a stage cannot be built."""
     shared = shared or Shared()
+    try:
+        shared.open_geoip(config.geoip.database if config.geoip else None)
+    except GeoIPError as exc:
+        raise RuntimeProblems([(("geoip", "database"), str(exc))]) from exc
     done = Pipeline(build_done_stages(config, shared))
     entries: list[tuple[str, Domain]] = []
     routes: list[Route] = []

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from appliance.config.access import AccessConfig, GeoIPConfig
 from appliance.config.audit import AuditConfig
 from appliance.config.types import Duration, FilePath, Listen, Size, Strict, parse_listen
 from appliance.config.upstream import Timeouts, Upstream, UpstreamConfig
@@ -61,6 +62,7 @@ class RouteConfig(Strict):
     upstream: Upstream | None = None
     timeouts: Timeouts | None = None
     max_body_size: Size | None = None
+    access: AccessConfig | None = None
     waf: WafConfig | None = None
 
     @field_validator("path")
@@ -80,6 +82,7 @@ class DomainConfig(Strict):
     preserve_host: bool = True
     timeouts: Timeouts | None = None
     max_body_size: Size | None = None
+    access: AccessConfig | None = None
     waf: WafConfig = WafConfig()
     routes: list[RouteConfig] = []
 
@@ -139,6 +142,7 @@ class Config(Strict):
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     state_dir: FilePath = Field(default=Path("./var"), validate_default=True)
     trusted_proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    geoip: GeoIPConfig | None = None
     admin: AdminConfig = AdminConfig()
     access_log: AccessLogConfig = AccessLogConfig()
     audit: AuditConfig = AuditConfig()

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+from cc.geoip import CountryDB
 from rules.errors import BundleError
 from waf.compiler import RuleSetCache
 from waf.errors import WafCompileError
@@ -19,9 +21,11 @@ from waf.errors import WafCompileError
 from appliance.bundles import canary_for, check_bundle, resolve_for_domain, store_for
 from appliance.exclusions import ExclusionError, for_domain
 from appliance.config.schema import Config, DomainConfig, RouteConfig
+from appliance.config.access import AccessConfig
 from appliance.config.waf import WafConfig
 from appliance.observe.metrics import WorkerMetrics
 from appliance.pipeline.stage import Stage, merge_section
+from appliance.stages.access import AccessStage
 from appliance.stages.accesslog import AccessLogStage
 from appliance.stages.audit import AuditStage
 from appliance.stages.canary import Canary, CanaryStats
@@ -39,6 +43,15 @@ class Shared:
     engine: EngineThreads = field(default_factory=EngineThreads)
     canary: CanaryStats = field(default_factory=CanaryStats)
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    geoip: CountryDB | None = None  # the config's geoip.database, kept open across generations
+
+    def open_geoip(self, path: Path | None) -> None:
+        """Open the configured database (or keep the one already open); GeoIPError when it
+        cannot be read, and the one in use stays."""
+        if path is None:
+            self.geoip = None
+        elif self.geoip is None or self.geoip.path != path:
+            self.geoip = CountryDB(path)
 
 
 class StageConfigError(Exception):
@@ -85,10 +98,19 @@ def _waf(cfg: WafConfig, site: Site) -> Stage | None:
     return WafStage(compiled, f"{manifest.ref}#{manifest.digest[:12]}", manifest.digest, canary, site.shared.engine)
 
 
+def _access(cfg: AccessConfig, site: Site) -> Stage | None:
+    if not (cfg.allow_ips or cfg.deny_ips or cfg.allow_countries or cfg.deny_countries):
+        return None
+    if (cfg.allow_countries or cfg.deny_countries) and site.shared.geoip is None:
+        raise StageConfigError("access", "country lists need a GeoIP database (geoip.database at the top level)")
+    return AccessStage(cfg, site.shared.geoip)
+
+
 Builder = Callable[[Any, Site], "Stage | None"]
 
 # (stage class, builder from its merged section): the route stages, in the order they run.
 ROUTE_STAGES: tuple[tuple[type[Stage], Builder], ...] = (
+    (AccessStage, _access),
     (WafStage, _waf),
 )
 
@@ -111,5 +133,5 @@ def build_done_stages(config: Config, shared: Shared) -> tuple[Stage, ...]:
     if config.access_log.enabled:
         stages.append(AccessLogStage(config.access_log))
     if config.audit.enabled:
-        stages.append(AuditStage(config.audit, config.state_dir))
+        stages.append(AuditStage(config.audit, config.state_dir, shared.geoip))
     return tuple(stages)

@@ -17,12 +17,15 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+from cc.geoip import CountryDB
+
 from appliance.config.audit import ALWAYS_REDACTED_HEADERS, AuditConfig
 from appliance.observe.auditsinks import sink_for
 from appliance.observe.auditstore import AuditWriter, open_store, spill_dir
 from appliance.pipeline.context import RequestContext
 from appliance.pipeline.stage import Stage
 from appliance.pipeline.verdict import Outcome
+from appliance.stages.access import locate
 
 REDACTED = "[redacted]"
 _NODE = socket.gethostname()
@@ -90,8 +93,9 @@ class Redactor:
 class AuditStage(Stage):
     name: ClassVar[str] = "audit"
 
-    def __init__(self, cfg: AuditConfig, state_dir: Path) -> None:
+    def __init__(self, cfg: AuditConfig, state_dir: Path, geoip: CountryDB | None = None) -> None:
         self.cfg = cfg
+        self.geoip = geoip
         self.writer = AuditWriter(lambda: open_store(cfg.store, state_dir), spill_dir(state_dir),
                                   retention_days=cfg.retention_days, max_bytes=cfg.max_size)
         self.sinks = [sink_for(f.url, f.headers) for f in cfg.forward]
@@ -141,7 +145,7 @@ class AuditStage(Stage):
         record: dict[str, Any] = {
             "id": ctx.request_id, "time": time.time(), "node": _NODE, "domain": ctx.domain,
             "route": route.path if route is not None else "-",
-            "client": {"ip": ctx.client_ip, "port": ctx.client_port}, "country": ctx.country,
+            "client": {"ip": ctx.client_ip, "port": ctx.client_port}, "country": locate(ctx, self.geoip),
             "method": ctx.method, "uri": uri, "protocol": f"HTTP/{scope.get('http_version', '1.1')}",
             "headers": headers, "body": body, "body_bytes": ctx.body_length, "consumer": ctx.consumer,
             "stage": reason.split(".", 1)[0] if "." in reason else reason, "reason": reason,
