@@ -3,8 +3,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # libmodsecurity3 is the WAF engine; its -dev headers, libpcre2-dev and g++ build the binding (waf/engine_build.py)
-# libpq5 is what psycopg talks to PostgreSQL through (audit.store: postgresql://...)
-APT_PACKAGES := ca-certificates openssl modsecurity-crs libmodsecurity3 libmodsecurity-dev libpcre2-8-0 libpcre2-dev g++ libxml2 libpq5
+# libpq5 is what psycopg talks to PostgreSQL through (audit.store: postgresql://...); redis-server
+# is the node's private CC store when no redis: is configured (and the tests' Redis)
+APT_PACKAGES := ca-certificates openssl modsecurity-crs libmodsecurity3 libmodsecurity-dev libpcre2-8-0 libpcre2-dev g++ libxml2 libpq5 redis-server
 # the tests start their own PostgreSQL server (the shared audit store)
 TEST_PACKAGES := postgresql
 BENCH_PACKAGES := nginx-light wrk

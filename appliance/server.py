@@ -100,6 +100,13 @@ def _serve(config_path: str, config: Config) -> int:
     os.environ["EDGEWARD_CONFIG"] = str(Path(config_path).resolve())
     os.environ["EDGEWARD_METRICS_DIR"] = str(metrics_dir)
 
+    from appliance import localredis
+
+    try:
+        private_redis = localredis.start(config)
+    except localredis.LocalRedisError as exc:
+        log.error("%s", exc)
+        return 2
     ctx = multiprocessing.get_context("spawn")
     children = [ctx.Process(target=_run_listener, args=spec, daemon=False) for spec in listeners(config)]
     stopping = False
@@ -137,6 +144,7 @@ def _serve(config_path: str, config: Config) -> int:
         child.join(max(0.1, deadline - time.monotonic()))
         if child.is_alive():
             child.kill()
+    localredis.stop(private_redis)
     return code
 
 

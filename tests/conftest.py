@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import shutil
 from typing import TYPE_CHECKING
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from .harness import Upstream, start_upstream, stop
 
 if TYPE_CHECKING:
     from .servers.postgres import Postgres
+    from .servers.redis import RedisServer
 
 SHARED = Path(os.environ.get("EDGEWARD_SHARED_DIR", Path(__file__).resolve().parent.parent.parent / "shared"))
 CRS_DIR = Path(os.environ.get("EDGEWARD_CRS_DIR", "/usr/share/modsecurity-crs"))
@@ -81,5 +83,17 @@ def postgres() -> Iterator["Postgres"]:
     if binaries() is None:
         pytest.skip("PostgreSQL server binaries are absent (Debian package postgresql; make test installs it)")
     server: Postgres = start_postgres()
+    yield server
+    remove(server)
+
+
+@pytest.fixture
+def redis_server() -> Iterator["RedisServer"]:
+    """A real redis-server on a free loopback port, for one test."""
+    from .servers.redis import RedisServer, remove, start_redis
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is absent (Debian package redis-server; make test installs it)")
+    server: RedisServer = start_redis()
     yield server
     remove(server)

@@ -10,9 +10,10 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    BeforeValidator,
     Field,
     ValidationInfo,
     field_validator,
@@ -21,6 +22,7 @@ from pydantic import (
 
 from appliance.config.access import AccessConfig, GeoIPConfig
 from appliance.config.audit import AuditConfig
+from appliance.config.cc import CCConfig, RedisConfig, redis_config
 from appliance.config.types import Duration, FilePath, Listen, Size, Strict, parse_listen
 from appliance.config.upstream import Timeouts, Upstream, UpstreamConfig
 from appliance.config.waf import ExclusionConfig, WafConfig
@@ -63,6 +65,7 @@ class RouteConfig(Strict):
     timeouts: Timeouts | None = None
     max_body_size: Size | None = None
     access: AccessConfig | None = None
+    cc: CCConfig | None = None
     waf: WafConfig | None = None
 
     @field_validator("path")
@@ -83,6 +86,7 @@ class DomainConfig(Strict):
     timeouts: Timeouts | None = None
     max_body_size: Size | None = None
     access: AccessConfig | None = None
+    cc: CCConfig | None = None
     waf: WafConfig = WafConfig()
     routes: list[RouteConfig] = []
 
@@ -143,6 +147,7 @@ class Config(Strict):
     state_dir: FilePath = Field(default=Path("./var"), validate_default=True)
     trusted_proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     geoip: GeoIPConfig | None = None
+    redis: Annotated[RedisConfig | None, BeforeValidator(redis_config)] = None  # absent: a private redis-server per node
     admin: AdminConfig = AdminConfig()
     access_log: AccessLogConfig = AccessLogConfig()
     audit: AuditConfig = AuditConfig()
@@ -158,6 +163,11 @@ class Config(Strict):
         if isinstance(value, list):
             return [ipaddress.ip_network(str(v), strict=False) if _is_network(v) else v for v in value]
         return value
+
+    def uses_cc(self) -> bool:
+        """Whether any domain or route throttles or bans (then the node needs Redis)."""
+        sections = [d.cc for d in self.domains] + [r.cc for d in self.domains for r in d.routes]
+        return any(s is not None and (s.rules or s.bad_behavior) for s in sections)
 
 
 def _is_network(value: Any) -> bool:

@@ -16,17 +16,17 @@ from pydantic import (
 )
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 def _duration(value: Any) -> float:
-    """Accept ``5``, ``2.5``, ``500ms``, ``10s``, ``5m``, ``1h``; return seconds."""
+    """Accept ``5``, ``2.5``, ``500ms``, ``10s``, ``5m``, ``1h``, ``7d``; return seconds."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 10s, 500ms or 5m")
     if isinstance(value, (int, float)):
@@ -65,6 +65,11 @@ def _relative_to_config(path: Path, info: ValidationInfo) -> Path:
 
 
 Duration = Annotated[float, BeforeValidator(_duration)]
+
+
+def parse_duration(value: str) -> float:
+    """A duration given outside the config file (a command's option, an API field)."""
+    return _duration(value)
 
 
 FilePath = Annotated[Path, AfterValidator(_relative_to_config)]

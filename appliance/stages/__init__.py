@@ -7,13 +7,17 @@ stage reads its own config section, merged route-over-domain by ``merge_section`
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
 from cc.geoip import CountryDB
+from cc.keys import KeyPart, KeySpec
+from cc.store import Limiter, Rule
+from limits import parse as parse_limit
+from pydantic import BaseModel
 from rules.errors import BundleError
 from waf.compiler import RuleSetCache
 from waf.errors import WafCompileError
@@ -22,12 +26,14 @@ from appliance.bundles import canary_for, check_bundle, resolve_for_domain, stor
 from appliance.exclusions import ExclusionError, for_domain
 from appliance.config.schema import Config, DomainConfig, RouteConfig
 from appliance.config.access import AccessConfig
+from appliance.config.cc import CCConfig
 from appliance.config.waf import WafConfig
 from appliance.observe.metrics import WorkerMetrics
 from appliance.pipeline.stage import Stage, merge_section
 from appliance.stages.access import AccessStage
 from appliance.stages.accesslog import AccessLogStage
 from appliance.stages.audit import AuditStage
+from appliance.stages.cc import CCStage
 from appliance.stages.canary import Canary, CanaryStats
 from appliance.stages.metrics import MetricsStage
 from appliance.stages.waf import EngineThreads, WafStage, policy_of
@@ -44,6 +50,14 @@ class Shared:
     canary: CanaryStats = field(default_factory=CanaryStats)
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     geoip: CountryDB | None = None  # the config's geoip.database, kept open across generations
+    limiter: Limiter | None = None  # the CC stage's Redis pool and fallback state
+
+    def use_redis(self, url: str | None, timeout: float, workers: int) -> None:
+        """Keep the limiter (and its pool) while the Redis settings stay the same."""
+        if url is None:
+            self.limiter = None
+        elif self.limiter is None or (self.limiter.url, self.limiter.timeout, self.limiter.workers) != (url, timeout, workers):
+            self.limiter = Limiter(url, timeout, workers)
 
     def open_geoip(self, path: Path | None) -> None:
         """Open the configured database (or keep the one already open); GeoIPError when it
@@ -106,13 +120,55 @@ def _access(cfg: AccessConfig, site: Site) -> Stage | None:
     return AccessStage(cfg, site.shared.geoip)
 
 
+def _rules(cfg: CCConfig, site: Site, consumer: bool) -> list[Rule]:
+    """The section's rules keyed (``consumer``) or not by the consumer. A rule's id depends on
+    the domain and the rule, not on the route: routes that inherit a domain's rule share its
+    counters, and so do nodes with the same config."""
+    out = []
+    for i, r in enumerate(cfg.rules):
+        key = KeySpec(tuple(KeyPart.parse(p) for p in r.key), r.ipv4_prefix, r.ipv6_prefix)
+        if key.uses_consumer != consumer:
+            continue
+        fallback = (KeySpec(tuple(KeyPart.parse(p) for p in r.fallback_key), r.ipv4_prefix, r.ipv6_prefix)
+                    if r.fallback_key else None)
+        item = parse_limit(r.limit)
+        name = r.name or f"rule-{i + 1}"
+        identity = f"{site.domain.hosts[0]}|{name}|{r.key}|{r.limit}|{r.algorithm}|{r.burst}|{r.ipv4_prefix}|{r.ipv6_prefix}"
+        out.append(Rule(name, hashlib.sha256(identity.encode()).hexdigest()[:12], key, fallback, r.algorithm,
+                        item.amount, float(item.get_expiry()), r.burst or (item.amount if r.algorithm == "gcra" else 1),
+                        r.ban_after, r.ban_for, r.ban_window, r.on_redis_error))
+    return out
+
+
+def _cc(cfg: CCConfig | None, site: Site) -> Stage | None:
+    """Throttles not keyed by the consumer, and the bans, on every route once the node has a
+    limiter (a ban made with ``edgeward cc ban`` holds on every domain)."""
+    limiter = site.shared.limiter
+    if limiter is None:
+        return None
+    return CCStage(_rules(cfg, site, False) if cfg else [], limiter, cfg.bad_behavior if cfg else None)
+
+
+def _cc_consumer(cfg: CCConfig, site: Site) -> Stage | None:
+    """Throttles keyed by the consumer: after authentication, which names it."""
+    rules = _rules(cfg, site, True)
+    if not rules or site.shared.limiter is None:
+        return None
+    return CCStage(rules, site.shared.limiter, check_bans=False)
+
+
 Builder = Callable[[Any, Site], "Stage | None"]
 
 # (stage class, builder from its merged section): the route stages, in the order they run.
 ROUTE_STAGES: tuple[tuple[type[Stage], Builder], ...] = (
     (AccessStage, _access),
+    (CCStage, _cc),
+    (CCStage, _cc_consumer),  # authentication goes between these two
     (WafStage, _waf),
 )
+
+
+_ALWAYS = frozenset({_cc})  # built on routes without the section too
 
 
 def build_route_stages(site: Site) -> tuple[Stage, ...]:
@@ -121,7 +177,7 @@ def build_route_stages(site: Site) -> tuple[Stage, ...]:
     for cls, build in ROUTE_STAGES:
         assert cls.section is not None
         section: BaseModel | None = merge_section(getattr(site.domain, cls.section), getattr(site.route, cls.section))
-        stage = build(section, site) if section is not None else None
+        stage = build(section, site) if section is not None or build in _ALWAYS else None
         if stage is not None:
             stages.append(stage)
     return tuple(stages)

@@ -152,6 +152,10 @@ class AuditStage(Stage):
             "status": outcome.status, "mode": mode,
             "waf": self._waf(waf.as_dict(), secrets) if waf is not None else None,
         }
+        if verdict is not None:  # what the deciding stage adds (the CC rule, the ban), JSON values only
+            extra = {k: v for k, v in verdict.details.items() if k != "waf" and isinstance(v, (str, int, float, type(None)))}
+            if extra:
+                record["details"] = extra
         return record
 
     def _excerpt(self, ctx: RequestContext) -> bytes:

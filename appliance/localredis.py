@@ -1,0 +1,62 @@
+"""A private redis-server per node, for CC without a configured ``redis:``.
+
+Throttles must be exact across the workers of a node even without a shared Redis (a limit of N
+admits N, not N x workers). Rather than a second counting engine, the supervisor runs Debian's
+redis-server on a Unix socket in ``state_dir/run`` (no TCP port, no persistence) and the workers
+use it exactly as they would a shared one.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from appliance.config.schema import Config
+
+
+class LocalRedisError(Exception):
+    """redis-server is missing or did not start."""
+
+
+def socket_path(state_dir: Path) -> Path:
+    return state_dir / "run" / "cc-redis.sock"
+
+
+def redis_url(config: Config) -> str | None:
+    """The Redis the CC stage uses: the configured one, the node's private one, or none."""
+    if config.redis is not None and config.redis.url is not None:
+        return config.redis.url
+    return f"unix://{socket_path(config.state_dir)}" if config.uses_cc() else None
+
+
+def start(config: Config) -> subprocess.Popen[bytes] | None:
+    """Start the private server when the config throttles without ``redis:``."""
+    if (config.redis is not None and config.redis.url is not None) or not config.uses_cc():
+        return None
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise LocalRedisError("cc rules without redis: need redis-server (Debian package redis-server) "
+                              "or a redis: URL")
+    path = socket_path(config.state_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    proc = subprocess.Popen([binary, "--port", "0", "--unixsocket", str(path), "--unixsocketperm", "700",
+                             "--save", "", "--appendonly", "no", "--dir", str(path.parent), "--loglevel", "warning"],
+                            stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise LocalRedisError(f"redis-server did not start on {path}")
+        time.sleep(0.02)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
