@@ -7,6 +7,7 @@ never holds a session token in Redis; a value that looks like a Redis command is
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import re
@@ -123,12 +124,14 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return ip
 
 
+@functools.lru_cache(maxsize=65536)  # the same clients come back: parse each address once
 def address_value(text: str) -> str:
     """The key value of a client address (also the key an address ban is stored under)."""
     ip = _ip(text)
     return str(ip) if ip is not None else "ip=" + _digest(text.encode())
 
 
+@functools.lru_cache(maxsize=65536)
 def _network(text: str, v4: int, v6: int) -> str:
     ip = _ip(text)
     if ip is None:

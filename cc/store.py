@@ -10,6 +10,7 @@ and nodes. When Redis fails or is slower than the timeout, the limiter is degrad
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -28,10 +29,12 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from cc.keys import KeyRequest, KeySpec
+from cc.resp import Channel, RespError
 
 log = logging.getLogger("edgeward.cc")
 
 SCRIPT = (Path(__file__).parent / "limit.lua").read_text()
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 ALGORITHMS = {"fixed_window": 1, "sliding_window": 2, "gcra": 3}
 PREFIX = "ew"
 DEGRADED_FOR = 1.0  # seconds without trying Redis after it failed
@@ -76,6 +79,31 @@ def ban_key(value: str) -> str:
     return f"{PREFIX}:ban:{value}"
 
 
+class Plan:
+    """A route's rules encoded once for the script: a request then sends one argument for all
+    of them (and one description per rule, used only when it bans)."""
+
+    def __init__(self, rules: Sequence[Rule], address_ban: bool) -> None:
+        self.rules = tuple(rules)
+        self.address_ban = address_ban
+        self._args: dict[tuple[int, ...], list[str]] = {}
+
+    def args(self, included: tuple[int, ...]) -> list[str]:
+        found = self._args.get(included)
+        if found is None:
+            first = 1 if self.address_ban else 0
+            lines = [f"{first + len(included)} {len(included)}"]
+            descriptions = []
+            for n, i in enumerate(included):
+                rule = self.rules[i]
+                lines.append(f"{ALGORITHMS[rule.algorithm]} {rule.amount} {int(rule.period * 1000)} {rule.burst} "
+                             f"{rule.ban_after} {int(rule.ban_window * 1000)} {int(rule.ban_for * 1000)} {first + n + 1}")
+                descriptions.append(json.dumps({"reason": f"over the limit of rule {rule.name} {rule.ban_after} times",
+                                                "rule": rule.name, "by": "cc", "ban_for": rule.ban_for}))
+            found = self._args[included] = ["\n".join(lines), *descriptions]
+        return found
+
+
 class Limiter:
     """One per worker process: a Redis pool, the script, the local fallback and the health state."""
 
@@ -86,7 +114,7 @@ class Limiter:
         self.redis: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=max(timeout, 0.05), retry=Retry(NoBackoff(), 0),
             max_connections=64)
-        self._script = self.redis.register_script(SCRIPT)
+        self._channel = Channel(url, timeout)
         self._degraded_until = 0.0
         self.degraded = False
         self.errors = 0
@@ -95,7 +123,17 @@ class Limiter:
         self._fixed = FixedWindowRateLimiter(self._memory)
 
     async def close(self) -> None:
+        self._channel.close()
         await self.redis.aclose()
+
+    async def _evalsha(self, keys: list[str], args: list[str]) -> Any:
+        try:
+            return await self._channel.evalsha(SCRIPT_SHA, keys, args)
+        except RespError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        await self._channel.call(b"SCRIPT", b"LOAD", SCRIPT)  # a new or restarted Redis
+        return await self._channel.evalsha(SCRIPT_SHA, keys, args)
 
     def _failed(self, exc: BaseException) -> None:
         self.errors += 1
@@ -110,35 +148,39 @@ class Limiter:
             self.degraded = False
             log.warning("cc: Redis at %s answers again; no longer degraded", _safe(self.url))
 
-    async def check(self, rules: Sequence[tuple[Rule, str]], bans: Sequence[str]) -> Decision:
-        """Decide one request: ``rules`` with this request's key value each, ``bans`` the key
-        values whose bans apply besides each rule's own value (the client's address)."""
+    async def check(self, plan: Plan, address: str | None, values: Sequence[str | None]) -> Decision:
+        """Decide one request: ``values`` holds this request's key value for each rule of
+        ``plan`` (None: the rule does not count it); ``address``, when given, is the client
+        address whose ban applies too."""
+        included = tuple(i for i, v in enumerate(values) if v is not None)
+        if not included and address is None:
+            return ALLOW
         if time.monotonic() < self._degraded_until:
-            return await self._fallback(rules)
-        bans = list(dict.fromkeys([*bans, *(value for _, value in rules)]))  # a rule's value can be banned too
-        keys = [ban_key(b) for b in bans]
-        args: list[Any] = [len(bans), len(rules)]
-        for rule, value in rules:
-            keys += [f"{PREFIX}:rl:{rule.rule_id}:{value}", f"{PREFIX}:rx:{rule.rule_id}:{value}"]
-            description = json.dumps({"key": value, "reason": f"over the limit of rule {rule.name} "
-                                       f"{rule.ban_after} times", "rule": rule.name, "since": time.time(), "by": "cc"})
-            args += [ALGORITHMS[rule.algorithm], rule.amount, int(rule.period * 1000), rule.burst, rule.ban_after,
-                     int(rule.ban_window * 1000), int(rule.ban_for * 1000), bans.index(value) + 1, description]
+            return await self._fallback([(plan.rules[i], values[i]) for i in included])  # type: ignore[misc]
+        args = plan.args(included)
+        keys = [ban_key(address)] if address is not None else []
+        keys += [ban_key(values[i]) for i in included]  # type: ignore[arg-type]
+        for i in included:
+            rule_id = plan.rules[i].rule_id
+            keys += [f"{PREFIX}:rl:{rule_id}:{values[i]}", f"{PREFIX}:rx:{rule_id}:{values[i]}"]
         try:
-            result = await self._script(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
+            result = await self._evalsha(keys, args)
+        except RespError as exc:
             self._failed(exc)
-            return await self._fallback(rules)
-        self._recovered()
+            return await self._fallback([(plan.rules[i], values[i]) for i in included])  # type: ignore[misc]
+        if self.degraded:
+            self._recovered()
         code = int(result[0])
         if code == 0:
             return ALLOW
         if code == 2:
             ttl = int(result[2])
-            return Decision("banned", None, ttl / 1000 if ttl > 0 else 0.0, bans[int(result[1]) - 1])
-        rule = rules[int(result[1]) - 1][0]
+            banned = keys[int(result[1]) - 1][len(PREFIX) + 5:]
+            return Decision("banned", None, ttl / 1000 if ttl > 0 else 0.0, banned)
+        index = included[int(result[1]) - 1]
+        rule = plan.rules[index]
         if code == 3:
-            return Decision("banned", rule, int(result[2]) / 1000, rules[int(result[1]) - 1][1])
+            return Decision("banned", rule, int(result[2]) / 1000, values[index] or "")
         return Decision("limited", rule, int(result[2]) / 1000)
 
     async def _fallback(self, rules: Sequence[tuple[Rule, str]]) -> Decision:
@@ -157,7 +199,7 @@ class Limiter:
     # -- bans, for the CLI, the admin API and the bad-behaviour counter ------------------------------
 
     async def ban(self, value: str, seconds: float, reason: str, by: str) -> None:
-        record = json.dumps({"key": value, "reason": reason, "rule": None, "since": time.time(), "by": by})
+        record = json.dumps({"reason": reason, "rule": None, "since": time.time(), "by": by})
         await self.redis.set(ban_key(value), record, px=int(seconds * 1000) if seconds > 0 else None)
 
     async def unban(self, value: str) -> bool:
@@ -172,8 +214,11 @@ class Limiter:
             try:
                 entry = json.loads(raw)
             except ValueError:
-                entry = {"key": key.decode()[len(PREFIX) + 5:]}
+                entry = {}
+            entry["key"] = key.decode()[len(PREFIX) + 5:]
             entry["expires_in"] = ttl / 1000 if ttl > 0 else None
+            if "since" not in entry and entry.get("ban_for") and ttl > 0:
+                entry["since"] = time.time() - (entry["ban_for"] - ttl / 1000)
             out.append(entry)
         return sorted(out, key=lambda e: str(e.get("key")))
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from cc.keys import address_value
-from cc.store import Decision, Limiter, Rule
+from cc.store import Decision, Limiter, Plan, Rule
 
 from appliance.config.cc import BadBehaviorConfig, CCConfig
 from appliance.pipeline.context import RequestContext
@@ -45,6 +45,7 @@ class CCStage(Stage):
     def __init__(self, rules: Sequence[Rule], limiter: Limiter, bad_behavior: BadBehaviorConfig | None = None,
                  check_bans: bool = True) -> None:
         self.rules = tuple(rules)
+        self.plan = Plan(self.rules, check_bans)
         self.limiter = limiter
         self.bad = bad_behavior
         self.bad_codes = frozenset(bad_behavior.status_codes) if bad_behavior else frozenset()
@@ -53,14 +54,8 @@ class CCStage(Stage):
 
     async def request_headers(self, ctx: RequestContext) -> Verdict | None:
         view = _KeyView(ctx)
-        pairs = []
-        for rule in self.rules:
-            value = rule.value(view)
-            if value is not None:
-                pairs.append((rule, value))
-        if not pairs and not self.check_bans:
-            return None
-        decision = await self.limiter.check(pairs, [address_value(ctx.client_ip)] if self.check_bans else [])
+        values = [rule.value(view) for rule in self.rules]
+        decision = await self.limiter.check(self.plan, address_value(ctx.client_ip) if self.check_bans else None, values)
         return None if decision.kind == "allow" else self._verdict(decision)
 
     def _verdict(self, decision: Decision) -> Verdict:
