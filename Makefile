@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed
 # libpq5 is what psycopg talks to PostgreSQL through (audit.store: postgresql://...); redis-server
 # is the node's private CC store when no redis: is configured (and the tests' Redis)
 APT_PACKAGES := ca-certificates openssl modsecurity-crs libmodsecurity3 libmodsecurity-dev libpcre2-8-0 libpcre2-dev g++ libxml2 libpq5 redis-server
-# the tests start their own PostgreSQL server (the shared audit store)
-TEST_PACKAGES := postgresql
+# the tests start their own PostgreSQL server (the shared audit store), and drive Debian's Chromium
+# through Playwright (the JavaScript challenge)
+TEST_PACKAGES := postgresql chromium
 BENCH_PACKAGES := nginx-light wrk
 
 .PHONY: run test install system-deps bench clean

@@ -56,6 +56,7 @@ class Rule:
     ban_for: float = 0.0
     ban_window: float = 600.0
     on_redis_error: Literal["open", "closed", "local"] = "open"
+    action: Literal["reject", "cookie_challenge", "js_challenge"] = "reject"
 
     def value(self, request: KeyRequest) -> str | None:
         found = self.key.value(request)

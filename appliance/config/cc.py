@@ -45,6 +45,7 @@ class RuleConfig(Strict):
     ban_for: Duration = 600.0
     ban_window: Duration = 600.0  # the rejected requests count within this time
     on_redis_error: Literal["open", "closed", "local"] = "open"
+    action: Literal["reject", "cookie_challenge", "js_challenge"] = "reject"  # what a client over the limit gets
 
     @field_validator("key", "fallback_key", mode="before")
     @classmethod
@@ -90,9 +91,15 @@ class BadBehaviorConfig(Strict):
     ban_for: Duration = 3600.0
 
 
+class ChallengeConfig(Strict):
+    pass_for: Duration = 1800.0  # how long a passed challenge exempts the client from challenge rules
+    difficulty: int = Field(default=16, ge=4, le=28)  # leading zero bits of the proof of work (about 2^N hashes)
+
+
 class CCConfig(Strict):
     rules: list[RuleConfig] = []
     bad_behavior: BadBehaviorConfig | None = None
+    challenge: ChallengeConfig = ChallengeConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -58,8 +58,10 @@ async def send_local(
     if body is None:
         headers, body = local_response(status, request_id, accept, message)
     else:
-        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
-                   (b"x-request-id", request_id.encode()), (b"cache-control", b"no-store")]
+        typed = any(name == b"content-type" for name, _ in extra or ())
+        headers = [*([] if typed else [(b"content-type", b"text/plain; charset=utf-8")]),
+                   (b"content-length", str(len(body)).encode()), (b"x-request-id", request_id.encode()),
+                   (b"cache-control", b"no-store")]
     if extra:
         headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})

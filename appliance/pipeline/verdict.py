@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from appliance.types import Headers
 
-Kind = Literal["block", "reject", "error"]
-Result = Literal["allow", "block", "reject", "error", "detect"]
+Kind = Literal["block", "reject", "error", "challenge"]
+Result = Literal["allow", "block", "reject", "error", "detect", "challenge"]
 
 
 @dataclass(frozen=True, slots=True)

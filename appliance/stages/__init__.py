@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cc.challenge import Challenges, load_key
 from cc.geoip import CountryDB
 from cc.keys import KeyPart, KeySpec
 from cc.store import Limiter, Rule
@@ -136,7 +137,7 @@ def _rules(cfg: CCConfig, site: Site, consumer: bool) -> list[Rule]:
         identity = f"{site.domain.hosts[0]}|{name}|{r.key}|{r.limit}|{r.algorithm}|{r.burst}|{r.ipv4_prefix}|{r.ipv6_prefix}"
         out.append(Rule(name, hashlib.sha256(identity.encode()).hexdigest()[:12], key, fallback, r.algorithm,
                         item.amount, float(item.get_expiry()), r.burst or (item.amount if r.algorithm == "gcra" else 1),
-                        r.ban_after, r.ban_for, r.ban_window, r.on_redis_error))
+                        r.ban_after, r.ban_for, r.ban_window, r.on_redis_error, r.action))
     return out
 
 
@@ -146,7 +147,15 @@ def _cc(cfg: CCConfig | None, site: Site) -> Stage | None:
     limiter = site.shared.limiter
     if limiter is None:
         return None
-    return CCStage(_rules(cfg, site, False) if cfg else [], limiter, cfg.bad_behavior if cfg else None)
+    rules = _rules(cfg, site, False) if cfg else []
+    return CCStage(rules, limiter, cfg.bad_behavior if cfg else None, challenges=_challenges(cfg, rules, site))
+
+
+def _challenges(cfg: CCConfig | None, rules: list[Rule], site: Site) -> Challenges | None:
+    if cfg is None or all(r.action == "reject" for r in rules):
+        return None
+    key = load_key(site.config.state_dir / "keys" / "challenge.key")  # one per node: copy it to share passes
+    return Challenges(key, cfg.challenge.pass_for, cfg.challenge.difficulty)
 
 
 def _cc_consumer(cfg: CCConfig, site: Site) -> Stage | None:
@@ -154,7 +163,7 @@ def _cc_consumer(cfg: CCConfig, site: Site) -> Stage | None:
     rules = _rules(cfg, site, True)
     if not rules or site.shared.limiter is None:
         return None
-    return CCStage(rules, site.shared.limiter, check_bans=False)
+    return CCStage(rules, site.shared.limiter, check_bans=False, challenges=_challenges(cfg, rules, site))
 
 
 Builder = Callable[[Any, Site], "Stage | None"]

@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar
 
+import cc
+from cc.challenge import COOKIE_CHALLENGE, COOKIE_TTL, PASS_COOKIE, POW_COOKIE, Challenges
 from cc.keys import address_value
 from cc.store import Decision, Limiter, Plan, Rule
 
@@ -33,6 +36,39 @@ class _KeyView:
         self.query = ctx.scope.get("query_string") or b""
 
 
+POW_PAGE = (b'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex">'
+            b'<title>Checking your browser</title></head><body><p id="ew-challenge" data-token="{token}" '
+            b'data-difficulty="{difficulty}">Checking your browser before you continue. This takes a moment.</p>'
+            b'<noscript>Please turn on JavaScript to continue.</noscript><script>'
+            + (Path(cc.__file__).parent / "static" / "pow.js").read_bytes() + b"</script></body></html>\n")
+
+
+def cookies(headers: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
+    jar: dict[str, str] = {}
+    for name, value in headers:
+        if name == b"cookie":
+            for pair in value.decode("latin-1").split(";"):
+                key, sep, found = pair.strip().partition("=")
+                if sep and key not in jar:
+                    jar[key] = found
+    return jar
+
+
+def header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes:
+    for found, value in headers:
+        if found == name:
+            return bytes(value)
+    return b""
+
+
+def _same_target(ctx: RequestContext) -> bytes:
+    """The request's own path and query, as a redirect target that stays on this site."""
+    raw: bytes = ctx.scope.get("raw_path") or ctx.scope["path"].encode()
+    query: bytes = ctx.scope.get("query_string") or b""
+    target = b"/" + raw.lstrip(b"/")  # never //host: a protocol-relative URL would leave the site
+    return target + b"?" + query if query else target
+
+
 def _seconds(value: float) -> bytes:
     return str(max(1, math.ceil(value))).encode()
 
@@ -43,8 +79,10 @@ class CCStage(Stage):
     schema = CCConfig
 
     def __init__(self, rules: Sequence[Rule], limiter: Limiter, bad_behavior: BadBehaviorConfig | None = None,
-                 check_bans: bool = True) -> None:
+                 check_bans: bool = True, challenges: Challenges | None = None) -> None:
         self.rules = tuple(rules)
+        self.challenges = challenges
+        self.challenged = tuple(i for i, r in enumerate(self.rules) if r.action != "reject")
         self.plan = Plan(self.rules, check_bans)
         self.limiter = limiter
         self.bad = bad_behavior
@@ -55,8 +93,67 @@ class CCStage(Stage):
     async def request_headers(self, ctx: RequestContext) -> Verdict | None:
         view = _KeyView(ctx)
         values = [rule.value(view) for rule in self.rules]
+        if self.challenged and self.challenges is not None:
+            answered = self._answered(ctx, view)
+            if answered is True:
+                for i in self.challenged:  # a client that passed is exempt from the challenge rules
+                    values[i] = None
+            elif isinstance(answered, Verdict):
+                return answered
         decision = await self.limiter.check(self.plan, address_value(ctx.client_ip) if self.check_bans else None, values)
-        return None if decision.kind == "allow" else self._verdict(decision)
+        if decision.kind == "allow":
+            return None
+        if decision.kind == "limited" and decision.rule is not None and decision.rule.action != "reject":
+            return self._challenge(ctx, view, decision.rule)
+        return self._verdict(decision)
+
+    # -- challenges ----------------------------------------------------------------------------------
+
+    def _answered(self, ctx: RequestContext, view: _KeyView) -> Verdict | bool | None:
+        """True: the client holds a valid pass; a verdict: it just answered a challenge (a
+        redirect that sets the pass); None: neither."""
+        challenges = self.challenges
+        assert challenges is not None
+        jar = cookies(view.headers)
+        if not jar:
+            return None
+        agent = header(view.headers, b"user-agent")
+        domain, ip = ctx.domain, ctx.client_ip
+        token = jar.get(PASS_COOKIE)
+        if token is not None and challenges.passed(token, domain, ip, agent):
+            return True
+        cookie, work = jar.get(COOKIE_CHALLENGE), jar.get(POW_COOKIE)
+        if (cookie is not None and challenges.cookie_answered(cookie, domain, ip, agent)) or (
+                work is not None and challenges.pow_answered(work, domain, ip, agent)):
+            attributes = self._attributes(ctx)
+            return Verdict(307, "cc.challenge_passed", [
+                (b"location", _same_target(ctx)),
+                (b"set-cookie", f"{PASS_COOKIE}={challenges.pass_token(domain, ip, agent)}; Max-Age="
+                                f"{int(challenges.pass_for)}{attributes}".encode()),
+                (b"set-cookie", f"{COOKIE_CHALLENGE}=; Max-Age=0{attributes}".encode()),
+                (b"set-cookie", f"{POW_COOKIE}=; Max-Age=0; Path=/; SameSite=Lax".encode()),
+            ], kind="challenge", body=b"Passed; continue to the page.\n")
+        return None
+
+    @staticmethod
+    def _attributes(ctx: RequestContext) -> str:
+        return "; Path=/; HttpOnly; SameSite=Lax" + ("; Secure" if ctx.scope.get("scheme") == "https" else "")
+
+    def _challenge(self, ctx: RequestContext, view: _KeyView, rule: Rule) -> Verdict:
+        challenges = self.challenges
+        assert challenges is not None
+        agent = header(view.headers, b"user-agent")
+        details = {"rule": rule.name}
+        if rule.action == "cookie_challenge":
+            token = challenges.cookie_token(ctx.domain, ctx.client_ip, agent)
+            return Verdict(307, "cc.challenge", [
+                (b"location", _same_target(ctx)),
+                (b"set-cookie", f"{COOKIE_CHALLENGE}={token}; Max-Age={COOKIE_TTL}{self._attributes(ctx)}".encode()),
+            ], details, kind="challenge", body=b"Checking your browser; follow the redirect with cookies on.\n")
+        token = challenges.pow_token(ctx.domain, ctx.client_ip, agent)
+        page = POW_PAGE.replace(b"{token}", token.encode()).replace(b"{difficulty}", str(challenges.difficulty).encode())
+        return Verdict(429, "cc.challenge", [(b"content-type", b"text/html; charset=utf-8"), (b"retry-after", b"1")],
+                       details, kind="challenge", body=page)
 
     def _verdict(self, decision: Decision) -> Verdict:
         rule = decision.rule

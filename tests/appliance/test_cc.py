@@ -200,3 +200,65 @@ def test_limits_and_keys_in_the_config_are_checked(tmp_path: Path, upstream_a: U
         config.write_text(appliance_config(tmp_path, free_port(), free_port(), domain(upstream_a, cc)))
         out = subprocess.run([EDGEWARD, "check", "-c", str(config)], capture_output=True, text=True, timeout=30)
         assert out.returncode == 2 and "cc" in out.stderr and words in out.stderr, (cc, out.stderr)
+
+
+def test_a_cookie_challenge_lets_browsers_through_and_keeps_cookieless_clients_throttled(
+        tmp_path: Path, upstream_a: Upstream, redis_server: Any) -> None:
+    rules = "[{name: page, key: ip, limit: 2/minute, action: cookie_challenge}]"
+    app = start_appliance(tmp_path, domain(upstream_a, rules), f"redis: {redis_server.url}\n", workers=1)
+    try:
+        assert [get(app).status_code for _ in range(2)] == [200, 200]
+        bot = [get(app, "/page?x=1") for _ in range(3)]  # no cookie jar: challenged every time
+        assert [r.status_code for r in bot] == [307, 307, 307] and bot[0].headers["location"] == "/page?x=1"
+        assert "ew_challenge=" in bot[0].headers["set-cookie"] and "HttpOnly" in bot[0].headers["set-cookie"]
+        with httpx.Client(base_url=app.url, headers={"Host": "cc.test", "User-Agent": "browser/1"},
+                          follow_redirects=True, timeout=10) as browser:
+            passed = browser.get("/page?x=1")
+            assert passed.status_code == 200 and passed.json()["path"] == "/page?x=1"  # the upstream answered
+            assert [r.status_code for r in passed.history] == [307, 307]  # the challenge, then the pass
+            assert all(browser.get(f"/more{i}").status_code == 200 for i in range(5))  # exempt while the pass holds
+            pass_cookie = browser.cookies["ew_pass"]
+        # the pass is bound to the browser: another User-Agent (or address) with it is challenged again
+        other = get(app, "/", **{"User-Agent": "curl/8", "Cookie": f"ew_pass={pass_cookie}"})
+        assert other.status_code == 307
+        assert get(app, "//evil.example/x").headers["location"] == "/evil.example/x"  # never off the site
+    finally:
+        stop(app.proc)
+
+
+def test_a_javascript_proof_of_work_is_solved_by_a_real_browser(tmp_path: Path, upstream_a: Upstream, redis_server: Any) -> None:
+    import shutil
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium is absent (Debian package chromium; make test installs it)")
+    from playwright.sync_api import sync_playwright
+
+    rules = "[{name: page, key: ip, limit: 1/minute, action: js_challenge}]"
+    app = start_appliance(tmp_path, domain(upstream_a, "{rules: " + rules + ", challenge: {difficulty: 12}}"),
+                          f"redis: {redis_server.url}\n", workers=1)
+    try:
+        assert get(app).status_code == 200
+        page_for_bots = get(app, "/app")
+        assert page_for_bots.status_code == 429 and "text/html" in page_for_bots.headers["content-type"]
+        assert 'data-difficulty="12"' in page_for_bots.text
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", f"--host-resolver-rules=MAP cc.test 127.0.0.1:{app.port}"])
+            try:
+                page = browser.new_page()
+                response = page.goto(f"http://cc.test:{app.port}/app?from=chromium")
+                assert response is not None
+                page.wait_for_function("document.body && document.body.innerText.includes('\"server\"')", timeout=30000)
+                seen = json.loads(page.inner_text("body"))
+                assert seen["path"] == "/app?from=chromium"  # the upstream's answer, after the challenge
+                names = {c["name"] for c in page.context.cookies()}
+                assert "ew_pass" in names
+                for i in range(3):  # exempt from the challenge rule while the pass holds
+                    assert page.goto(f"http://cc.test:{app.port}/next{i}").status == 200  # type: ignore[union-attr]
+            finally:
+                browser.close()
+        assert get(app, "/app").status_code == 429  # a client without JavaScript stays throttled
+    finally:
+        stop(app.proc)
