@@ -100,7 +100,8 @@ def compile_runtime(config: Config, generation: int, shared: Shared | None = Non
         shared.open_geoip(config.geoip.database if config.geoip else None)
     except GeoIPError as exc:
         raise RuntimeProblems([(("geoip", "database"), str(exc))]) from exc
-    shared.use_redis(redis_url(config), config.redis.timeout if config.redis else 0.05, config.workers)
+    shared.use_redis(redis_url(config), config.redis.timeout if config.redis else 0.05, config.workers,
+                     bool(config.redis and config.redis.url and config.redis.cluster))
     done = Pipeline(build_done_stages(config, shared))
     entries: list[tuple[str, Domain]] = []
     routes: list[Route] = []

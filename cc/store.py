@@ -10,6 +10,7 @@ and nodes. When Redis fails or is slower than the timeout, the limiter is degrad
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -18,9 +19,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import Sentinel
 from limits import parse as parse_limit
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
@@ -76,23 +80,31 @@ class Decision:
 ALLOW = Decision("allow")
 
 
+# Every key about one value (an address, a hashed cookie) carries it as a hash tag, so in a Redis
+# Cluster the value's ban and its counters for every rule live in one slot and one script can use
+# them together.
 def ban_key(value: str) -> str:
-    return f"{PREFIX}:ban:{value}"
+    return f"{PREFIX}:{{{value}}}:ban"
+
+
+def value_of(key: str | bytes) -> str:
+    text = key.decode() if isinstance(key, bytes) else key
+    return text[text.index("{") + 1:text.rindex("}")]
 
 
 class Plan:
     """A route's rules encoded once for the script: a request then sends one argument for all
     of them (and one description per rule, used only when it bans)."""
 
-    def __init__(self, rules: Sequence[Rule], address_ban: bool) -> None:
+    def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = tuple(rules)
-        self.address_ban = address_ban
-        self._args: dict[tuple[int, ...], list[str]] = {}
+        self._args: dict[tuple[tuple[int, ...], bool], list[str]] = {}
 
-    def args(self, included: tuple[int, ...]) -> list[str]:
-        found = self._args.get(included)
+    def args(self, included: tuple[int, ...], address: bool) -> list[str]:
+        """The script's arguments for the rules ``included`` (and the address's ban first)."""
+        found = self._args.get((included, address))
         if found is None:
-            first = 1 if self.address_ban else 0
+            first = 1 if address else 0
             lines = [f"{first + len(included)} {len(included)}"]
             descriptions = []
             for n, i in enumerate(included):
@@ -101,20 +113,30 @@ class Plan:
                              f"{rule.ban_after} {int(rule.ban_window * 1000)} {int(rule.ban_for * 1000)} {first + n + 1}")
                 descriptions.append(json.dumps({"reason": f"over the limit of rule {rule.name} {rule.ban_after} times",
                                                 "rule": rule.name, "by": "cc", "ban_for": rule.ban_for}))
-            found = self._args[included] = ["\n".join(lines), *descriptions]
+            found = self._args[(included, address)] = ["\n".join(lines), *descriptions]
         return found
 
 
 class Limiter:
     """One per worker process: a Redis pool, the script, the local fallback and the health state."""
 
-    def __init__(self, url: str, timeout: float = 0.05, workers: int = 1) -> None:
+    def __init__(self, url: str, timeout: float = 0.05, workers: int = 1, cluster: bool = False) -> None:
         self.url = url
         self.timeout = timeout
         self.workers = max(1, workers)
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=max(timeout, 0.05), retry=Retry(NoBackoff(), 0),
-            max_connections=64)
+        self.cluster = cluster
+        options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": max(timeout, 0.05)}
+        self.redis: Any
+        self.direct = not cluster and not url.startswith(SENTINEL)  # the request path may use the channel
+        if cluster:  # redis-py routes each call to the node of its keys' slot
+            self.redis = RedisCluster.from_url(url, **options)
+        elif url.startswith(SENTINEL):  # redis-py asks the sentinels where the master is, again after a failover
+            sentinels, master, password, db = parse_sentinel(url)
+            self.sentinel = Sentinel(sentinels, sentinel_kwargs=options, **options)  # type: ignore[no-untyped-call]
+            self.redis = self.sentinel.master_for(master, password=password, db=db, retry=Retry(NoBackoff(), 0), **options)
+        else:
+            self.redis = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), max_connections=64, **options)
+        self._script = self.redis.register_script(SCRIPT)
         self._channel = Channel(url, timeout)
         self._degraded_until = 0.0
         self.degraded = False
@@ -158,31 +180,61 @@ class Limiter:
             return ALLOW
         if time.monotonic() < self._degraded_until:
             return await self._fallback([(plan.rules[i], values[i]) for i in included])  # type: ignore[misc]
-        args = plan.args(included)
-        keys = [ban_key(address)] if address is not None else []
-        keys += [ban_key(values[i]) for i in included]  # type: ignore[arg-type]
-        for i in included:
-            rule_id = plan.rules[i].rule_id
-            keys += [f"{PREFIX}:rl:{rule_id}:{values[i]}", f"{PREFIX}:rx:{rule_id}:{values[i]}"]
         try:
-            result = await self._evalsha(keys, args)
-        except RespError as exc:
+            if self.cluster:
+                decision = await self._decide_grouped(plan, address, values, included)
+            else:
+                decision = await self._decide(plan, address, values, included)
+        except (RespError, RedisError, OSError) as exc:
             self._failed(exc)
             return await self._fallback([(plan.rules[i], values[i]) for i in included])  # type: ignore[misc]
         if self.degraded:
             self._recovered()
+        return decision
+
+    async def _decide(self, plan: Plan, address: str | None, values: Sequence[str | None],
+                      included: tuple[int, ...]) -> Decision:
+        """One script call for the whole request."""
+        args = plan.args(included, address is not None)
+        keys = [ban_key(address)] if address is not None else []
+        keys += [ban_key(values[i]) for i in included]  # type: ignore[arg-type]
+        for i in included:
+            rule_id = plan.rules[i].rule_id
+            keys += [f"{PREFIX}:{{{values[i]}}}:rl:{rule_id}", f"{PREFIX}:{{{values[i]}}}:rx:{rule_id}"]
+        if self.direct:
+            result = await self._evalsha(keys, args)
+        else:
+            result = await self._script(keys=keys, args=args)
         code = int(result[0])
         if code == 0:
             return ALLOW
         if code == 2:
             ttl = int(result[2])
-            banned = keys[int(result[1]) - 1][len(PREFIX) + 5:]
-            return Decision("banned", None, ttl / 1000 if ttl > 0 else 0.0, banned)
+            return Decision("banned", None, ttl / 1000 if ttl > 0 else 0.0, value_of(keys[int(result[1]) - 1]))
         index = included[int(result[1]) - 1]
         rule = plan.rules[index]
         if code == 3:
             return Decision("banned", rule, int(result[2]) / 1000, values[index] or "")
         return Decision("limited", rule, int(result[2]) / 1000)
+
+    async def _decide_grouped(self, plan: Plan, address: str | None, values: Sequence[str | None],
+                              included: tuple[int, ...]) -> Decision:
+        """Cluster: one script call per key value (each value's keys share a slot), in parallel.
+        A request admitted by one group and refused by another has been counted by the first:
+        the "a refused request counts against no rule" guarantee holds per value here."""
+        groups: dict[str | None, list[int]] = {}
+        if address is not None:
+            groups[address] = []
+        for i in included:
+            groups.setdefault(values[i], []).append(i)
+        results = await asyncio.gather(*(
+            self._decide(plan, value if value == address else None, values, tuple(indexes))
+            for value, indexes in groups.items()))
+        for kind in ("banned", "limited"):
+            for decision in results:
+                if decision.kind == kind:
+                    return decision
+        return ALLOW
 
     async def _fallback(self, rules: Sequence[tuple[Rule, str]]) -> Decision:
         for rule, value in rules:
@@ -208,7 +260,7 @@ class Limiter:
 
     async def bans(self) -> list[dict[str, Any]]:
         out = []
-        async for key in self.redis.scan_iter(match=f"{PREFIX}:ban:*", count=500):
+        async for key in self.redis.scan_iter(match=f"{PREFIX}:{{*}}:ban", count=500):
             raw, ttl = await self.redis.get(key), await self.redis.pttl(key)
             if raw is None:
                 continue
@@ -216,7 +268,7 @@ class Limiter:
                 entry = json.loads(raw)
             except ValueError:
                 entry = {}
-            entry["key"] = key.decode()[len(PREFIX) + 5:]
+            entry["key"] = value_of(key)
             entry["expires_in"] = ttl / 1000 if ttl > 0 else None
             if "since" not in entry and entry.get("ban_for") and ttl > 0:
                 entry["since"] = time.time() - (entry["ban_for"] - ttl / 1000)
@@ -228,12 +280,11 @@ class Limiter:
         ``window`` seconds. True when this one banned it."""
         if time.monotonic() < self._degraded_until:
             return False
-        key = f"{PREFIX}:bb:{ip}"
+        key = f"{PREFIX}:{{{ip}}}:bb"
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.incr(key)
-                pipe.pexpire(key, int(window * 1000), nx=True)
-                count = (await pipe.execute())[0]
+            count = await self.redis.incr(key)
+            if int(count) == 1:
+                await self.redis.pexpire(key, int(window * 1000))
             if int(count) >= threshold:
                 await self.ban(ip, ban_for, f"{count} bad responses within {window:g} s", "bad_behavior")
                 await self.redis.delete(key)
@@ -243,10 +294,36 @@ class Limiter:
         return False
 
 
+SENTINEL = "redis+sentinel://"
+
+
+def parse_sentinel(url: str) -> tuple[list[tuple[str, int]], str, str | None, int]:
+    """``redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER[/DB]``: (sentinels, master
+    name, the master's password, database)."""
+    rest = url[len(SENTINEL):]
+    hosts, _, path = rest.partition("/")
+    password = None
+    if "@" in hosts:
+        credentials, hosts = hosts.rsplit("@", 1)
+        password = unquote(credentials.partition(":")[2]) or None
+    sentinels = []
+    for host in hosts.split(","):
+        name, _, port = host.rpartition(":")
+        if not name or not port.isdigit():
+            raise ValueError(f"{host!r} is not HOST:PORT of a sentinel")
+        sentinels.append((name.strip("[]"), int(port)))
+    master, _, db = path.partition("/")
+    if not master:
+        raise ValueError("the master's name is missing (redis+sentinel://HOST:PORT/MASTER)")
+    if db and not db.isdigit():
+        raise ValueError(f"{db!r} is not a database number")
+    return sentinels, master, password, int(db or 0)
+
+
 def _safe(url: str) -> str:
     """A Redis URL without its password, for logs."""
-    from urllib.parse import urlsplit, urlunsplit
-
+    if url.startswith(SENTINEL) and "@" in url:
+        return SENTINEL + ":***@" + url.rsplit("@", 1)[1]
     parts = urlsplit(url)
     if parts.password is None:
         return url

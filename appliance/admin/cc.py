@@ -23,7 +23,8 @@ def cc_routes(live: LiveConfig) -> list[Route]:
         if url is None:
             return None
         if url not in limiters:
-            limiters[url] = Limiter(url, timeout=2.0)
+            config = live.config
+            limiters[url] = Limiter(url, timeout=2.0, cluster=bool(config.redis and config.redis.url and config.redis.cluster))
         return limiters[url]
 
     def problem(status: int, message: str) -> Response:

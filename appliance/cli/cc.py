@@ -28,7 +28,7 @@ def with_limiter(args: argparse.Namespace, use: Callable[[Any], Awaitable[T]]) -
         raise EdgewardError("no cc rules and no redis: in the config: there are no bans to manage")
 
     async def run() -> T:
-        limiter = Limiter(url, timeout=2.0)
+        limiter = Limiter(url, timeout=2.0, cluster=bool(config.redis and config.redis.url and config.redis.cluster))
         try:
             return await use(limiter)
         except (RedisError, OSError) as exc:

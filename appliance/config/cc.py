@@ -6,6 +6,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from cc.keys import KeyPart
+from cc.store import SENTINEL, parse_sentinel
 from limits import parse as parse_limit
 from pydantic import Field, field_validator, model_validator
 
@@ -15,15 +16,19 @@ from appliance.config.types import Duration, Strict
 class RedisConfig(Strict):
     url: str | None = None  # redis://, rediss:// or unix:// (a password: ${VAR}); none: the node's private server
     timeout: Duration = 0.05
+    cluster: bool = False  # url names one node of a Redis Cluster; the others are discovered
 
     @field_validator("url")
     @classmethod
     def _scheme(cls, value: str | None) -> str | None:
         if value is None:
             return value
+        if value.startswith(SENTINEL):
+            parse_sentinel(value)
+            return value
         parts = urlsplit(value)
         if parts.scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+            raise ValueError("must be a redis://, rediss://, unix:// or redis+sentinel:// URL")
         return value
 
 

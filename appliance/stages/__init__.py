@@ -53,12 +53,13 @@ class Shared:
     geoip: CountryDB | None = None  # the config's geoip.database, kept open across generations
     limiter: Limiter | None = None  # the CC stage's Redis pool and fallback state
 
-    def use_redis(self, url: str | None, timeout: float, workers: int) -> None:
+    def use_redis(self, url: str | None, timeout: float, workers: int, cluster: bool = False) -> None:
         """Keep the limiter (and its pool) while the Redis settings stay the same."""
         if url is None:
             self.limiter = None
-        elif self.limiter is None or (self.limiter.url, self.limiter.timeout, self.limiter.workers) != (url, timeout, workers):
-            self.limiter = Limiter(url, timeout, workers)
+        elif self.limiter is None or (self.limiter.url, self.limiter.timeout, self.limiter.workers,
+                                      self.limiter.cluster) != (url, timeout, workers, cluster):
+            self.limiter = Limiter(url, timeout, workers, cluster)
 
     def open_geoip(self, path: Path | None) -> None:
         """Open the configured database (or keep the one already open); GeoIPError when it

@@ -83,7 +83,7 @@ class CCStage(Stage):
         self.rules = tuple(rules)
         self.challenges = challenges
         self.challenged = tuple(i for i, r in enumerate(self.rules) if r.action != "reject")
-        self.plan = Plan(self.rules, check_bans)
+        self.plan = Plan(self.rules)
         self.limiter = limiter
         self.bad = bad_behavior
         self.bad_codes = frozenset(bad_behavior.status_codes) if bad_behavior else frozenset()

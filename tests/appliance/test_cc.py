@@ -93,7 +93,7 @@ def test_cookie_keys_fall_back_to_the_address_and_never_store_the_cookie(
         assert get(app, Cookie="session=FLUSHALL;EVAL \"redis.call('FLUSHALL')\" 0").status_code in (200, 429)
         keys = redis_server.cli("--scan")
         assert secret not in keys and "FLUSHALL" not in keys and max(len(k) for k in keys.split()) < 120
-        assert "ew:rl:" in keys
+        assert ":rl:" in keys
     finally:
         stop(app.proc)
 
@@ -262,3 +262,75 @@ def test_a_javascript_proof_of_work_is_solved_by_a_real_browser(tmp_path: Path, 
         assert get(app, "/app").status_code == 429  # a client without JavaScript stays throttled
     finally:
         stop(app.proc)
+
+
+def test_a_three_node_redis_cluster_counts_and_bans_with_the_same_rules(
+        tmp_path: Path, upstream_a: Upstream) -> None:
+    from ..servers.redis import remove, start_cluster
+
+    try:
+        cluster = start_cluster(3)
+    except FileNotFoundError as exc:
+        pytest.skip(f"{exc} is absent")
+    try:
+        rules = ("[{name: per-ip, key: ip, limit: 10/minute, ban_after: 3, ban_for: 1h}, "
+                 "{name: session, key: 'cookie:session', fallback_key: null, limit: 4/minute}]")
+        app = start_appliance(tmp_path, domain(upstream_a, rules),
+                              f"redis: {{url: '{cluster.url}', cluster: true, timeout: 1s}}\n")
+        try:
+            statuses = [get(app, Cookie=f"session=s{i % 3}").status_code for i in range(12)]
+            assert statuses.count(200) == 10 and statuses[10:] == [429, 429]  # exact across the nodes
+            # each value's keys share a hash tag: one slot, one node
+            keys = cluster.keys()
+            by_value: dict[str, set[str]] = {}
+            for key in keys:
+                by_value.setdefault(key[key.index("{"):key.index("}") + 1], set()).add(key)
+            assert len(by_value) >= 4 and any(":rl:" in k for k in keys)
+            assert get(app).status_code == 403  # the third refusal banned the address
+            listed = cli(app, "bans", "--json")
+            assert listed.returncode == 0 and json.loads(listed.stdout.splitlines()[0])["key"] == "127.0.0.1"
+            assert cli(app, "unban", "127.0.0.1").returncode == 0
+            assert get(app).status_code == 429  # unbanned, and still over the limit
+        finally:
+            stop(app.proc)
+    finally:
+        for node in cluster.nodes:
+            remove(node)
+
+
+def test_through_sentinel_the_limits_survive_a_failover(tmp_path: Path, upstream_a: Upstream) -> None:
+    from ..servers.redis import remove, start_sentinel
+
+    try:
+        servers = start_sentinel()
+    except FileNotFoundError as exc:
+        pytest.skip(f"{exc} is absent")
+    try:
+        rules = "[{name: r, key: ip, limit: 5/minute, on_redis_error: closed}]"
+        app = start_appliance(tmp_path, domain(upstream_a, rules), f"redis: {{url: '{servers.url()}', timeout: 500ms}}\n",
+                              workers=1)
+        try:
+            assert [get(app).status_code for _ in range(6)] == [200] * 5 + [429]
+            first = servers.master_port()
+            assert first == servers.master.port
+            time.sleep(0.5)  # replication is asynchronous: let the replica catch up
+            servers.master.stop()  # the master dies; the sentinel promotes the replica
+            deadline = time.monotonic() + 30
+            while servers.master_port() == first:
+                assert time.monotonic() < deadline, "no failover"
+                time.sleep(0.2)
+            statuses = []
+            deadline = time.monotonic() + 20
+            while True:
+                status = get(app).status_code
+                statuses.append(status)
+                if status == 429 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert statuses[-1] == 429, statuses  # the new master has the replicated count: still over
+            assert set(statuses) <= {503, 429}, statuses  # closed while there was no master, never a free pass
+        finally:
+            stop(app.proc)
+    finally:
+        for server in (servers.master, servers.replica, servers.sentinel):
+            remove(server)
