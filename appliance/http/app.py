@@ -99,6 +99,9 @@ class EdgewardApp:
 
     def _snapshots(self) -> tuple[dict[str, object], dict[str, object]]:
         """Copies taken on the event loop, which is the only place the counters change."""
+        limiter = self.shared.limiter
+        if limiter is not None:
+            self.shared.metrics.cc(limiter.degraded, limiter.errors)
         return self.shared.metrics.snapshot(), dict(self.shared.canary.snapshot())
 
     def _write_snapshots(self, metrics: dict[str, object], canary: dict[str, object]) -> None:

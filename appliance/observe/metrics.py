@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -37,6 +37,12 @@ class WorkerMetrics:
         self.requests: dict[tuple[str, int, str], int] = {}
         self.latency: dict[str, list[Any]] = {}  # domain -> [bucket counts..., +Inf count, sum]
         self.reloads: dict[str, int] = {}
+        self.cc_degraded = 0
+        self.cc_redis_errors = 0
+
+    def cc(self, degraded: bool, errors: int) -> None:
+        """The CC limiter's health, copied in before each snapshot."""
+        self.cc_degraded, self.cc_redis_errors = int(degraded), errors
 
     def observe(self, domain: str, status: int, verdict: str, seconds: float) -> None:
         key = (domain, status, verdict)
@@ -57,6 +63,7 @@ class WorkerMetrics:
             "requests": [[d, s, v, n] for (d, s, v), n in self.requests.items()],
             "latency": {domain: list(hist) for domain, hist in self.latency.items()},
             "reloads": dict(self.reloads),
+            "cc": [self.cc_degraded, self.cc_redis_errors],
         }
 
 
@@ -70,6 +77,7 @@ class SnapshotCollector(Collector):
         requests: dict[tuple[str, str, str], int] = {}
         latency: dict[str, list[float]] = {}
         reloads: dict[str, int] = {}
+        degraded = errors = 0
         for path in sorted(self.directory.glob("worker-*.json")):
             try:
                 data = json.loads(path.read_text())
@@ -84,6 +92,9 @@ class SnapshotCollector(Collector):
                     total[i] += value
             for result, count in data["reloads"].items():
                 reloads[result] = reloads.get(result, 0) + count
+            cc_degraded, cc_errors = data.get("cc", [0, 0])
+            degraded += cc_degraded
+            errors += cc_errors
         family = CounterMetricFamily(
             "edgeward_requests", "Requests handled, by domain, status and verdict", labels=("domain", "status", "verdict"))
         for labels, count in sorted(requests.items()):
@@ -103,3 +114,6 @@ class SnapshotCollector(Collector):
         for result, count in sorted(reloads.items()):
             reload_family.add_metric([result], count)
         yield reload_family
+        yield GaugeMetricFamily("edgeward_cc_degraded_workers",
+                                "Workers whose CC decisions fall back to on_redis_error because Redis failed", value=degraded)
+        yield CounterMetricFamily("edgeward_cc_redis_errors", "CC decisions that Redis failed or timed out", value=errors)

@@ -168,6 +168,16 @@ def test_each_on_redis_error_mode_with_redis_killed_and_restarted(
         expected = {"open": [200] * 5, "closed": [503] * 5, "local": [200, 200, 200, 429, 429]}[mode]
         assert statuses == expected
         assert "degraded" in app.logs()
+
+        def metric(name: str) -> float:
+            text = httpx.get(app.admin + "/metrics", timeout=5).text
+            return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")))
+
+        deadline = time.monotonic() + 5
+        while metric("edgeward_cc_degraded_workers") != 1.0:  # published twice a second
+            assert time.monotonic() < deadline, "the degraded worker never showed in the metrics"
+            time.sleep(0.2)
+        assert metric("edgeward_cc_redis_errors_total") >= 1
         redis_server.start()  # empty: the counts start again
         deadline = time.monotonic() + 10
         while "no longer degraded" not in app.logs():
