@@ -22,6 +22,10 @@ domains:
   - hosts: [app.example.test, localhost, 127.0.0.1]
     upstream: http://{upstream}
     waf: {{mode: block}}
+    access: {{deny_ips: [192.0.2.0/24]}}  # documentation addresses: an example to edit
+    routes:
+      - path: /login
+        cc: [{{name: login, key: ip, limit: 5/minute}}]  # without redis:, a private redis-server counts
 """
 
 
