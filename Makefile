@@ -30,7 +30,7 @@ run: install
 
 test: install
 	@scripts/apt-ensure $(TEST_PACKAGES)
-	$(VENV)/bin/mypy appliance waf rules cc
+	$(VENV)/bin/mypy appliance waf rules cc authn
 	$(VENV)/bin/pytest -q
 
 bench: install

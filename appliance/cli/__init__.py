@@ -8,7 +8,7 @@ import sys
 
 from rules.errors import BundleError
 
-from appliance.cli import audit, bundle, cc, conformance, serve
+from appliance.cli import audit, bundle, cc, conformance, consumer, serve
 from appliance.errors import EdgewardError
 from appliance.observe.auditstore import AuditStoreError
 
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("EDGEWARD_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="edgeward", description="Edgeward security gateway")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (serve, bundle, conformance, audit, cc):
+    for group in (serve, bundle, conformance, audit, cc, consumer):
         group.register(sub)
     args = parser.parse_args(argv)
     try:

@@ -22,6 +22,7 @@ from pydantic import (
 
 from appliance.config.access import AccessConfig, GeoIPConfig
 from appliance.config.audit import AuditConfig
+from appliance.config.authn import AuthConfig, ConsumerConfig
 from appliance.config.cc import CCConfig, RedisConfig, redis_config
 from appliance.config.types import Duration, FilePath, Listen, Size, Strict, parse_listen
 from appliance.config.upstream import Timeouts, Upstream, UpstreamConfig
@@ -66,6 +67,7 @@ class RouteConfig(Strict):
     max_body_size: Size | None = None
     access: AccessConfig | None = None
     cc: CCConfig | None = None
+    auth: AuthConfig | None = None
     waf: WafConfig | None = None
 
     @field_validator("path")
@@ -87,6 +89,7 @@ class DomainConfig(Strict):
     max_body_size: Size | None = None
     access: AccessConfig | None = None
     cc: CCConfig | None = None
+    auth: AuthConfig | None = None
     waf: WafConfig = WafConfig()
     routes: list[RouteConfig] = []
 
@@ -148,6 +151,7 @@ class Config(Strict):
     trusted_proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     geoip: GeoIPConfig | None = None
     redis: Annotated[RedisConfig | None, BeforeValidator(redis_config)] = None  # absent: a private redis-server per node
+    consumers: list[ConsumerConfig] = []
     admin: AdminConfig = AdminConfig()
     access_log: AccessLogConfig = AccessLogConfig()
     audit: AuditConfig = AuditConfig()
@@ -163,6 +167,36 @@ class Config(Strict):
         if isinstance(value, list):
             return [ipaddress.ip_network(str(v), strict=False) if _is_network(v) else v for v in value]
         return value
+
+    @model_validator(mode="after")
+    def _consumers(self) -> Config:
+        """Names, keys and usernames are unique; every consumer or group an auth section names exists."""
+        names: set[str] = set()
+        keys: set[str] = set()
+        users: set[str] = set()
+        for consumer in self.consumers:
+            if consumer.name in names:
+                raise ValueError(f"consumers: {consumer.name!r} is declared twice")
+            names.add(consumer.name)
+            for credential in consumer.credentials:
+                token = credential.sha256.lower() if credential.type == "key" else credential.username
+                seen = keys if credential.type == "key" else users
+                if token in seen:
+                    raise ValueError(f"consumers: {consumer.name!r}: a {credential.type} credential another consumer holds")
+                seen.add(token)
+        known = names | {g for c in self.consumers for g in c.groups}
+        sections = [(f"domains[{d}]", domain.auth) for d, domain in enumerate(self.domains)]
+        sections += [(f"domains[{d}].routes[{r}]", route.auth) for d, domain in enumerate(self.domains)
+                     for r, route in enumerate(domain.routes)]
+        for where, auth in sections:
+            if auth is None:
+                continue
+            for name in auth.allow:
+                if name not in known:
+                    raise ValueError(f"{where}.auth.allow: no consumer or group {name!r}")
+            if auth.anonymous is not None and auth.anonymous not in names:
+                raise ValueError(f"{where}.auth.anonymous: no consumer {auth.anonymous!r}")
+        return self
 
     def uses_cc(self) -> bool:
         """Whether any domain or route throttles or bans (then the node needs Redis)."""

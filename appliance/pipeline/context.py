@@ -75,6 +75,10 @@ class RequestContext:
     # -- written by later stages
     country: str | None = None  # ISO 3166 code, once a GeoIP lookup has been made
     consumer: str | None = None
+    consumer_groups: tuple[str, ...] = ()
+    credential: str | None = None  # which credential proved the consumer (an identifier, never the secret)
+    secret_headers: frozenset[bytes] = frozenset()  # headers that carry a credential here: the audit record hides them
+    drop_headers: frozenset[bytes] = frozenset()  # credential headers the upstream must not see
     body: bytes = b""  # request body read so far; the proxy sends it first, then streams the rest
     spool: Spool | None = None  # instead of ``body`` once the body read outgrew memory (body.SPOOL_OVER)
     body_complete: bool = False

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from authn.consumers import BasicCredential, Consumer, KeyCredential, Registry
 from cc.challenge import Challenges, load_key
 from cc.geoip import CountryDB
 from cc.keys import KeyPart, KeySpec
@@ -27,6 +28,7 @@ from appliance.bundles import canary_for, check_bundle, resolve_for_domain, stor
 from appliance.exclusions import ExclusionError, for_domain
 from appliance.config.schema import Config, DomainConfig, RouteConfig
 from appliance.config.access import AccessConfig
+from appliance.config.authn import AuthConfig
 from appliance.config.cc import CCConfig
 from appliance.config.waf import WafConfig
 from appliance.observe.metrics import WorkerMetrics
@@ -34,6 +36,7 @@ from appliance.pipeline.stage import Stage, merge_section
 from appliance.stages.access import AccessStage
 from appliance.stages.accesslog import AccessLogStage
 from appliance.stages.audit import AuditStage
+from appliance.stages.authn import AuthnStage
 from appliance.stages.cc import CCStage
 from appliance.stages.canary import Canary, CanaryStats
 from appliance.stages.metrics import MetricsStage
@@ -52,6 +55,13 @@ class Shared:
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     geoip: CountryDB | None = None  # the config's geoip.database, kept open across generations
     limiter: Limiter | None = None  # the CC stage's Redis pool and fallback state
+    registry: tuple[int, Registry] | None = None  # the consumers of one config (by its identity)
+
+    def registry_for(self, config: Config) -> Registry:
+        """The config's consumers and credentials, built once per config."""
+        if self.registry is None or self.registry[0] != id(config):
+            self.registry = (id(config), registry_of(config))
+        return self.registry[1]
 
     def use_redis(self, url: str | None, timeout: float, workers: int, cluster: bool = False) -> None:
         """Keep the limiter (and its pool) while the Redis settings stay the same."""
@@ -167,13 +177,36 @@ def _cc_consumer(cfg: CCConfig, site: Site) -> Stage | None:
     return CCStage(rules, site.shared.limiter, check_bans=False, challenges=_challenges(cfg, rules, site))
 
 
+def registry_of(config: Config) -> Registry:
+    consumers, keys, basics = [], [], []
+    for c in config.consumers:
+        consumer = Consumer(c.name, tuple(c.groups))
+        consumers.append(consumer)
+        for cred in c.credentials:
+            expires = cred.expires.timestamp() if cred.expires is not None else None
+            if cred.type == "key":
+                keys.append(KeyCredential(consumer, bytes.fromhex(cred.sha256), expires))
+            else:
+                basics.append(BasicCredential(consumer, cred.username, cred.scrypt, expires))
+    return Registry(consumers, keys, basics)
+
+
+def _authn(cfg: AuthConfig, site: Site) -> Stage | None:
+    if not cfg.enabled:
+        return None
+    if not cfg.methods:  # checked once merged: a route may set only allow and take its domain's methods
+        raise StageConfigError("auth", "needs methods (key, basic), or auth: off")
+    return AuthnStage(cfg, site.shared.registry_for(site.config))
+
+
 Builder = Callable[[Any, Site], "Stage | None"]
 
 # (stage class, builder from its merged section): the route stages, in the order they run.
 ROUTE_STAGES: tuple[tuple[type[Stage], Builder], ...] = (
     (AccessStage, _access),
     (CCStage, _cc),
-    (CCStage, _cc_consumer),  # authentication goes between these two
+    (AuthnStage, _authn),
+    (CCStage, _cc_consumer),  # after authentication, which names the consumer
     (WafStage, _waf),
 )
 

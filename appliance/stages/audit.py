@@ -58,11 +58,13 @@ class Redactor:
         value = self._multipart.sub(lambda m: m.group(1) + keep(m, 2) + m.group(3), value)
         return value
 
-    def headers_of(self, headers: list[tuple[bytes, bytes]], secrets: set[str]) -> list[list[str]]:
+    def headers_of(self, headers: list[tuple[bytes, bytes]], secrets: set[str],
+                   credentials: frozenset[bytes] = frozenset()) -> list[list[str]]:
+        """``credentials``: header names that carried a credential for this request (an API key)."""
         out = []
         for name, value in headers:
             key = _text(name)
-            if key.lower() in self.headers:
+            if key.lower() in self.headers or name.lower() in credentials:
                 text = _text(value)
                 secrets.add(text)
                 for part in re.split(r"[;,]\s*|\s+", text):  # cookie values, a scheme's token
@@ -128,7 +130,7 @@ class AuditStage(Stage):
     def record(self, ctx: RequestContext, outcome: Outcome) -> dict[str, Any]:
         verdict = ctx.verdict
         secrets: set[str] = set()
-        headers = self.redactor.headers_of(list(ctx.scope.get("headers") or []), secrets)
+        headers = self.redactor.headers_of(list(ctx.scope.get("headers") or []), secrets, ctx.secret_headers)
         scope = ctx.scope
         target = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string")

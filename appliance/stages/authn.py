@@ -1,0 +1,87 @@
+"""The authn stage: who is this request? After the CC throttles and before the WAF.
+
+Several methods mean any one suffices; a wrong credential for one method is not rescued by
+another method (a client sending a bad key and no password gets 401, whatever else it sends). 401
+carries a ``WWW-Authenticate`` challenge per method and never says which part was wrong; 403 when
+the consumer is not allowed here. The consumer's name, groups and credential identifier go to the
+upstream as X-Consumer-Username, X-Consumer-Groups and X-Credential-Identifier; the proxy drops
+any copy the client sent, on every route.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+from urllib.parse import unquote_to_bytes
+
+from authn.basic import BasicAuth
+from authn.consumers import Consumer, Identity, Registry
+from authn.key import KeyAuth
+from authn.request import INVALID
+
+from appliance.config.authn import AuthConfig
+from appliance.pipeline.context import RequestContext
+from appliance.pipeline.stage import Stage
+from appliance.pipeline.verdict import Verdict
+
+
+class _View:
+    __slots__ = ("headers", "query")
+
+    def __init__(self, ctx: RequestContext) -> None:
+        self.headers: Sequence[tuple[bytes, bytes]] = ctx.scope.get("headers") or ()
+        self.query: bytes = ctx.scope.get("query_string") or b""
+
+
+def _without_argument(query: bytes, name: bytes) -> bytes:
+    return b"&".join(p for p in query.split(b"&") if unquote_to_bytes(p.partition(b"=")[0].replace(b"+", b" ")) != name)
+
+
+class AuthnStage(Stage):
+    name: ClassVar[str] = "authn"
+    section: ClassVar[str | None] = "auth"
+    schema = AuthConfig
+
+    def __init__(self, cfg: AuthConfig, registry: Registry) -> None:
+        self.key = KeyAuth(registry, cfg.key.header, cfg.key.query, cfg.key.bearer) if "key" in cfg.methods else None
+        self.basic = BasicAuth(registry, cfg.basic.realm) if "basic" in cfg.methods else None
+        self.allow = frozenset(cfg.allow)
+        self.anonymous: Consumer | None = registry.consumers[cfg.anonymous] if cfg.anonymous else None
+        self.hide = cfg.hide_credentials
+        challenges = ([self.key.challenge] if self.key else []) + ([self.basic.challenge] if self.basic else [])
+        self.unauthenticated = Verdict(401, "authn.unauthenticated", [(b"www-authenticate", c) for c in challenges])
+        self.forbidden = Verdict(403, "authn.forbidden")
+        hidden: set[bytes] = set()
+        if self.key is not None and self.key.header is not None:
+            hidden.add(self.key.header)
+        if self.key is not None and self.key.bearer or self.basic is not None:
+            hidden |= {b"authorization", b"proxy-authorization"} if self.basic is not None else {b"authorization"}
+        self.hidden = frozenset(hidden)
+
+    async def request_headers(self, ctx: RequestContext) -> Verdict | None:
+        view = _View(ctx)
+        ctx.secret_headers = self.hidden  # whatever happens next, the audit record hides them
+        if self.hide:
+            ctx.drop_headers = self.hidden
+            if self.key is not None and self.key.query is not None and view.query:
+                ctx.scope["query_string"] = _without_argument(view.query, self.key.query)
+        identity: Identity | None = None
+        for method in (self.key, self.basic):
+            if method is None:
+                continue
+            result = method.authenticate(view) if isinstance(method, KeyAuth) else await method.authenticate(view)
+            if result is INVALID:
+                return self.unauthenticated
+            if result is not None:
+                identity = result  # type: ignore[assignment]
+                break
+        if identity is None:
+            if self.anonymous is None:
+                return self.unauthenticated
+            ctx.consumer, ctx.consumer_groups = self.anonymous.name, self.anonymous.groups
+            return None
+        consumer = identity.consumer
+        if self.allow and consumer.name not in self.allow and not self.allow.intersection(consumer.groups):
+            ctx.consumer = consumer.name  # the audit record says who was refused
+            return self.forbidden
+        ctx.consumer, ctx.consumer_groups, ctx.credential = consumer.name, consumer.groups, identity.credential
+        return None
