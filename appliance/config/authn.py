@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from urllib.parse import urlsplit
 from typing import Annotated, Any, Literal
 
 from authn.consumers import parse_scrypt
 from pydantic import Field, field_validator, model_validator
 
-from appliance.config.types import Strict
+from appliance.config.types import Duration, Strict
 
 _NAME = r"^[A-Za-z0-9_.@-]{1,128}$"
 
@@ -58,14 +59,74 @@ class BasicMethodConfig(Strict):
     realm: str = "edgeward"
 
 
+Algorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                    "ES256", "ES384", "ES512", "EdDSA"]
+
+
+class JwtKeyConfig(Strict):
+    """One signing key, pinned to one algorithm."""
+
+    kid: str | None = None  # when set, only tokens naming this kid use it
+    algorithm: Algorithm
+    secret_env: str | None = None  # HS*: the environment variable that holds the shared secret
+    public_key: str | None = None  # the others: a PEM public key
+
+    @model_validator(mode="after")
+    def _material(self) -> JwtKeyConfig:
+        symmetric = self.algorithm.startswith("HS")
+        if symmetric and (not self.secret_env or self.public_key):
+            raise ValueError(f"{self.algorithm} takes secret_env (the secret never goes in the file)")
+        if not symmetric and (not self.public_key or self.secret_env):
+            raise ValueError(f"{self.algorithm} takes public_key (PEM)")
+        return self
+
+
+class JwtMethodConfig(Strict):
+    keys: list[JwtKeyConfig] = []
+    jwks_url: str | None = None  # https, or http on a loopback address
+    jwks_algorithms: list[Algorithm] = ["RS256", "ES256"]  # what a JWKS key may verify (a key's own alg wins)
+    issuers: list[str] = []  # iss must be one of these (checked when set)
+    audiences: list[str] = []  # aud must name one of these (checked when set)
+    leeway: Duration = 30.0
+    required_claims: list[str] = ["exp"]
+    consumer_claim: str = "sub"  # names the consumer (a configured one brings its groups)
+    claims_to_headers: dict[str, str] = {}  # claim -> upstream header (any client copy is dropped)
+    header: bool = True  # Authorization: Bearer
+    query: str | None = None
+    cookie: str | None = None
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "::1", "localhost")):
+                raise ValueError("must be https:// (http:// only on a loopback address)")
+        return value
+
+    @field_validator("jwks_algorithms")
+    @classmethod
+    def _asymmetric(cls, value: list[str]) -> list[str]:
+        if any(a.startswith("HS") for a in value):
+            raise ValueError("a JWKS key verifies asymmetric algorithms only (HS* keys go in keys: with secret_env)")
+        return value
+
+    @model_validator(mode="after")
+    def _some_key(self) -> JwtMethodConfig:
+        if not self.keys and not self.jwks_url:
+            raise ValueError("needs keys or jwks_url")
+        return self
+
+
 class AuthConfig(Strict):
     enabled: bool = True
-    methods: list[Literal["key", "basic"]] = []  # any one suffices
+    methods: list[Literal["key", "basic", "jwt"]] = []  # any one suffices
     allow: list[str] = []  # consumers or groups; empty: every authenticated consumer
     anonymous: str | None = None  # the consumer of requests without credentials (else 401)
     hide_credentials: bool = True  # the upstream never sees the credential
     key: KeyMethodConfig = KeyMethodConfig()
     basic: BasicMethodConfig = BasicMethodConfig()
+    jwt: JwtMethodConfig | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -170,7 +170,8 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _consumers(self) -> Config:
-        """Names, keys and usernames are unique; every consumer or group an auth section names exists."""
+        """Names, keys and usernames are unique; an anonymous consumer exists (allow lists are
+        checked once merged, by the stage: with JWT they may name subjects no config declares)."""
         names: set[str] = set()
         keys: set[str] = set()
         users: set[str] = set()
@@ -184,16 +185,12 @@ class Config(Strict):
                 if token in seen:
                     raise ValueError(f"consumers: {consumer.name!r}: a {credential.type} credential another consumer holds")
                 seen.add(token)
-        known = names | {g for c in self.consumers for g in c.groups}
         sections = [(f"domains[{d}]", domain.auth) for d, domain in enumerate(self.domains)]
         sections += [(f"domains[{d}].routes[{r}]", route.auth) for d, domain in enumerate(self.domains)
                      for r, route in enumerate(domain.routes)]
         for where, auth in sections:
             if auth is None:
                 continue
-            for name in auth.allow:
-                if name not in known:
-                    raise ValueError(f"{where}.auth.allow: no consumer or group {name!r}")
             if auth.anonymous is not None and auth.anonymous not in names:
                 raise ValueError(f"{where}.auth.anonymous: no consumer {auth.anonymous!r}")
         return self

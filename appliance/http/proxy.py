@@ -92,6 +92,7 @@ def upstream_headers(ctx: RequestContext, preserve_host: bool, skip: frozenset[b
     out.append((b"forwarded", forwarded + b", " + element if trusted and forwarded else element))
     out.append((b"x-real-ip", ctx.client_ip.encode()))
     out.append((b"x-request-id", ctx.request_id.encode()))
+    out.extend(ctx.add_headers)  # their names are in ctx.drop_headers: no client copy survives
     if ctx.consumer is not None:  # any copy the client sent was dropped above (_OWN), on every route
         out.append((b"x-consumer-username", ctx.consumer.encode()))
         out.append((b"x-consumer-groups", ",".join(ctx.consumer_groups).encode()))

@@ -5,7 +5,7 @@ Secrets never go here (a credential is checked and dropped; only the consumer's 
 from __future__ import annotations
 
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from appliance.pipeline.verdict import Verdict
@@ -79,6 +79,7 @@ class RequestContext:
     credential: str | None = None  # which credential proved the consumer (an identifier, never the secret)
     secret_headers: frozenset[bytes] = frozenset()  # headers that carry a credential here: the audit record hides them
     drop_headers: frozenset[bytes] = frozenset()  # credential headers the upstream must not see
+    add_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # set by stages for the upstream (claims)
     body: bytes = b""  # request body read so far; the proxy sends it first, then streams the rest
     spool: Spool | None = None  # instead of ``body`` once the body read outgrew memory (body.SPOOL_OVER)
     body_complete: bool = False

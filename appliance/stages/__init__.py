@@ -8,13 +8,17 @@ stage reads its own config section, merged route-over-domain by ``merge_section`
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from authn.consumers import BasicCredential, Consumer, KeyCredential, Registry
+from authn.jwks import JWKSCache
+from authn.jwtauth import JwtAuth, JwtSettings, StaticKey
 from cc.challenge import Challenges, load_key
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from cc.geoip import CountryDB
 from cc.keys import KeyPart, KeySpec
 from cc.store import Limiter, Rule
@@ -28,7 +32,7 @@ from appliance.bundles import canary_for, check_bundle, resolve_for_domain, stor
 from appliance.exclusions import ExclusionError, for_domain
 from appliance.config.schema import Config, DomainConfig, RouteConfig
 from appliance.config.access import AccessConfig
-from appliance.config.authn import AuthConfig
+from appliance.config.authn import AuthConfig, JwtMethodConfig
 from appliance.config.cc import CCConfig
 from appliance.config.waf import WafConfig
 from appliance.observe.metrics import WorkerMetrics
@@ -56,6 +60,7 @@ class Shared:
     geoip: CountryDB | None = None  # the config's geoip.database, kept open across generations
     limiter: Limiter | None = None  # the CC stage's Redis pool and fallback state
     registry: tuple[int, Registry] | None = None  # the consumers of one config (by its identity)
+    jwks: dict[str, JWKSCache] = field(default_factory=dict)  # by URL, kept across generations
 
     def registry_for(self, config: Config) -> Registry:
         """The config's consumers and credentials, built once per config."""
@@ -195,8 +200,44 @@ def _authn(cfg: AuthConfig, site: Site) -> Stage | None:
     if not cfg.enabled:
         return None
     if not cfg.methods:  # checked once merged: a route may set only allow and take its domain's methods
-        raise StageConfigError("auth", "needs methods (key, basic), or auth: off")
-    return AuthnStage(cfg, site.shared.registry_for(site.config))
+        raise StageConfigError("auth", "needs methods (key, basic, jwt), or auth: off")
+    registry = site.shared.registry_for(site.config)
+    if "jwt" not in cfg.methods:  # a JWT names subjects of its own; the other methods only declared consumers
+        known = set(registry.consumers) | {g for c in registry.consumers.values() for g in c.groups}
+        unknown = [name for name in cfg.allow if name not in known]
+        if unknown:
+            raise StageConfigError("auth.allow", f"no consumer or group {unknown[0]!r}")
+    jwt = None
+    if "jwt" in cfg.methods:
+        if cfg.jwt is None:
+            raise StageConfigError("auth.jwt", "the jwt method needs auth.jwt (keys or jwks_url)")
+        if "key" in cfg.methods and cfg.key.bearer:
+            raise StageConfigError("auth.key.bearer", "a bearer token cannot be both an API key and a JWT")
+        jwt = JwtAuth(site.shared.registry_for(site.config), _jwt_settings(cfg.jwt, site.shared))
+    return AuthnStage(cfg, site.shared.registry_for(site.config), jwt)
+
+
+def _jwt_settings(cfg: JwtMethodConfig, shared: Shared) -> JwtSettings:
+    keys = []
+    for i, k in enumerate(cfg.keys):
+        if k.secret_env is not None:
+            secret = os.environ.get(k.secret_env)
+            if not secret:
+                raise StageConfigError(f"auth.jwt.keys[{i}].secret_env", f"the environment has no {k.secret_env}")
+            keys.append(StaticKey(k.kid, k.algorithm, secret.encode()))
+        else:
+            try:
+                public = load_pem_public_key((k.public_key or "").encode())
+            except ValueError as exc:
+                raise StageConfigError(f"auth.jwt.keys[{i}].public_key", f"not a PEM public key ({exc})") from exc
+            keys.append(StaticKey(k.kid, k.algorithm, public))
+    jwks = None
+    if cfg.jwks_url is not None:
+        jwks = shared.jwks.setdefault(cfg.jwks_url, JWKSCache(cfg.jwks_url))
+    return JwtSettings(keys, jwks, tuple(cfg.jwks_algorithms), tuple(cfg.issuers), tuple(cfg.audiences), cfg.leeway,
+                       tuple(cfg.required_claims), cfg.consumer_claim, dict(cfg.claims_to_headers),
+                       b"authorization" if cfg.header else None, cfg.query.encode() if cfg.query else None,
+                       cfg.cookie.encode() if cfg.cookie else None)
 
 
 Builder = Callable[[Any, Site], "Stage | None"]

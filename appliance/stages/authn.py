@@ -10,11 +10,13 @@ any copy the client sent, on every route.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+import json
+from typing import Any, ClassVar
 from urllib.parse import unquote_to_bytes
 
 from authn.basic import BasicAuth
 from authn.consumers import Consumer, Identity, Registry
+from authn.jwtauth import JwtAuth
 from authn.key import KeyAuth
 from authn.request import INVALID
 
@@ -41,13 +43,17 @@ class AuthnStage(Stage):
     section: ClassVar[str | None] = "auth"
     schema = AuthConfig
 
-    def __init__(self, cfg: AuthConfig, registry: Registry) -> None:
+    def __init__(self, cfg: AuthConfig, registry: Registry, jwt: JwtAuth | None = None) -> None:
         self.key = KeyAuth(registry, cfg.key.header, cfg.key.query, cfg.key.bearer) if "key" in cfg.methods else None
         self.basic = BasicAuth(registry, cfg.basic.realm) if "basic" in cfg.methods else None
+        self.jwt = jwt
+        self.claims_to_headers = [(claim, header.lower().encode()) for claim, header in
+                                  (jwt.s.claims_to_headers.items() if jwt else ())]
         self.allow = frozenset(cfg.allow)
         self.anonymous: Consumer | None = registry.consumers[cfg.anonymous] if cfg.anonymous else None
         self.hide = cfg.hide_credentials
-        challenges = ([self.key.challenge] if self.key else []) + ([self.basic.challenge] if self.basic else [])
+        challenges = ([self.key.challenge] if self.key else []) + ([self.basic.challenge] if self.basic else []) + (
+            [self.jwt.challenge] if self.jwt else [])
         self.unauthenticated = Verdict(401, "authn.unauthenticated", [(b"www-authenticate", c) for c in challenges])
         self.forbidden = Verdict(403, "authn.forbidden")
         hidden: set[bytes] = set()
@@ -55,20 +61,28 @@ class AuthnStage(Stage):
             hidden.add(self.key.header)
         if self.key is not None and self.key.bearer or self.basic is not None:
             hidden |= {b"authorization", b"proxy-authorization"} if self.basic is not None else {b"authorization"}
+        if jwt is not None and jwt.s.header:
+            hidden.add(b"authorization")
         self.hidden = frozenset(hidden)
+        self.claim_headers = frozenset(h for _, h in self.claims_to_headers)
 
     async def request_headers(self, ctx: RequestContext) -> Verdict | None:
         view = _View(ctx)
         ctx.secret_headers = self.hidden  # whatever happens next, the audit record hides them
-        if self.hide:
-            ctx.drop_headers = self.hidden
-            if self.key is not None and self.key.query is not None and view.query:
-                ctx.scope["query_string"] = _without_argument(view.query, self.key.query)
+        ctx.drop_headers = (self.hidden | self.claim_headers) if self.hide else self.claim_headers
+        if self.hide and self.key is not None and self.key.query is not None and view.query:
+            ctx.scope["query_string"] = _without_argument(view.query, self.key.query)
         identity: Identity | None = None
-        for method in (self.key, self.basic):
+        claims: dict[str, Any] = {}
+        for method in (self.key, self.basic, self.jwt):
             if method is None:
                 continue
-            result = method.authenticate(view) if isinstance(method, KeyAuth) else await method.authenticate(view)
+            if isinstance(method, KeyAuth):
+                result = method.authenticate(view)
+            elif isinstance(method, BasicAuth):
+                result = await method.authenticate(view)
+            else:
+                result, claims = await method.authenticate(view)
             if result is INVALID:
                 return self.unauthenticated
             if result is not None:
@@ -84,4 +98,9 @@ class AuthnStage(Stage):
             ctx.consumer = consumer.name  # the audit record says who was refused
             return self.forbidden
         ctx.consumer, ctx.consumer_groups, ctx.credential = consumer.name, consumer.groups, identity.credential
+        for claim, header in self.claims_to_headers:
+            value = claims.get(claim)
+            if value is not None:
+                text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+                ctx.add_headers.append((header, text.encode("utf-8", "replace").replace(b"\r", b"").replace(b"\n", b"")))
         return None
