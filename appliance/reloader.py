@@ -12,6 +12,7 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from appliance import consumers
 from appliance.exclusions import managed_path
 from appliance.config.schema import Config
 from appliance.config.loader import load_config
@@ -82,12 +83,13 @@ def _stat(path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
 
 
 def signature(config_path: str, config: Config, file_seen: object = None) -> tuple[object, ...]:
-    """What a reload depends on: the file, the reload stamp, the bundle activations and the WAF
-    exclusions made from audit records.
+    """What a reload depends on: the file, the reload stamp, the bundle activations, the WAF
+    exclusions made from audit records and the managed consumers.
     ``file_seen``: the file's stat taken before it was loaded, so a change made while a worker was
     starting up is not mistaken for what it loaded."""
     return (file_seen if file_seen is not None else _stat(config_path), _stat(stamp_path(config)),
-            _stat(config.state_dir / "bundles" / "activations.json"), _stat(managed_path(config.state_dir)))
+            _stat(config.state_dir / "bundles" / "activations.json"), _stat(managed_path(config.state_dir)),
+            _stat(consumers.managed_path(config.state_dir)))
 
 
 def file_signature(config_path: str) -> tuple[int, int, int] | None:

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from appliance.config.types import parse_listen
 from appliance.admin.audit import audit_problem, audit_routes
 from appliance.admin.cc import cc_routes
+from appliance.admin.consumers import consumer_routes
 from appliance.admin.bundles import bundle_routes
 from appliance.admin.live import LiveConfig
 from appliance.config.loader import load_config
@@ -111,5 +112,6 @@ def create_admin() -> ASGIApp:
         *bundle_routes(live),
         *audit_routes(live),
         *cc_routes(live),
+        *consumer_routes(live),
     ])
     return BearerTokenMiddleware(app, live.token)

@@ -29,6 +29,7 @@ from waf.compiler import RuleSetCache
 from waf.errors import WafCompileError
 
 from appliance.bundles import canary_for, check_bundle, resolve_for_domain, store_for
+from appliance.consumers import ConsumerError, all_consumers
 from appliance.exclusions import ExclusionError, for_domain
 from appliance.config.schema import Config, DomainConfig, RouteConfig
 from appliance.config.access import AccessConfig
@@ -183,8 +184,13 @@ def _cc_consumer(cfg: CCConfig, site: Site) -> Stage | None:
 
 
 def registry_of(config: Config) -> Registry:
+    """The config file's consumers and the managed ones (``edgeward consumer add``)."""
     consumers, keys, basics = [], [], []
-    for c in config.consumers:
+    try:
+        declared = all_consumers(config)
+    except ConsumerError as exc:
+        raise StageConfigError("auth", str(exc)) from exc
+    for c in declared:
         consumer = Consumer(c.name, tuple(c.groups))
         consumers.append(consumer)
         for cred in c.credentials:

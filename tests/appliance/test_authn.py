@@ -177,3 +177,76 @@ def test_the_hash_commands_make_what_the_config_stores() -> None:
     assert not check_password(b"another password", hashed.stdout.strip())
     short = subprocess.run([EDGEWARD, "consumer", "hash-password"], input="short\n", capture_output=True, text=True, timeout=30)
     assert short.returncode == 2
+
+
+def test_cc_rules_keyed_by_consumer_run_after_authentication(tmp_path: Path, upstream_a: Upstream, redis_server: object) -> None:
+    extra = (f"redis: {redis_server.url}\n"  # type: ignore[attr-defined]
+             f"consumers:\n  - name: alice\n    credentials: [{{type: key, sha256: {hash_key(ALICE_KEY)}}}]\n"
+             f"  - name: bob\n    credentials: [{{type: key, sha256: {hash_key(BOB_KEY)}}}]\n")
+    domains = (f"  - hosts: [api.test]\n    upstream: {upstream_a.url}\n    waf: {{mode: off}}\n"
+               "    auth: {methods: [key]}\n"
+               "    cc: [{name: per-consumer, key: consumer, limit: 3/minute}, {name: per-ip, key: ip, limit: 100/minute}]\n")
+    app = start_appliance(tmp_path, domains, extra)
+    try:
+        assert [call(app, "/", apikey=ALICE_KEY).status_code for _ in range(4)] == [200, 200, 200, 429]
+        assert [call(app, "/", apikey=BOB_KEY).status_code for _ in range(3)] == [200, 200, 200]  # same address, own count
+        limited = call(app, "/", apikey=ALICE_KEY)
+        assert limited.status_code == 429 and limited.headers["ratelimit-policy"].startswith('"per-consumer"')
+        assert call(app, "/").status_code == 401  # no consumer: authentication refuses first
+    finally:
+        stop(app.proc)
+
+
+def test_managed_consumers_from_the_cli_and_the_admin_api(tmp_path: Path, upstream_a: Upstream) -> None:
+    extra = f"consumers:\n  - name: alice\n    credentials: [{{type: key, sha256: {hash_key(ALICE_KEY)}}}]\n"
+    domains = f"  - hosts: [api.test]\n    upstream: {upstream_a.url}\n    waf: {{mode: off}}\n    auth: {{methods: [key, basic]}}\n"
+    app = start_appliance(tmp_path, domains, extra)
+
+    def consumer(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([EDGEWARD, "consumer", *args, "-c", str(app.config)], input=stdin, capture_output=True,
+                              text=True, timeout=30)
+
+    def works(key: str, deadline: float = 10) -> bool:
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:  # the workers reload within a second
+            if call(app, "/", apikey=key).status_code == 200:
+                return True
+            time.sleep(0.2)
+        return False
+
+    try:
+        added = consumer("add", "dave", "--group", "ops", "--basic", "dave", stdin="dave's long password\n")
+        assert added.returncode == 0, added.stderr
+        key = added.stdout.split("key: ", 1)[1].split()[0]
+        assert works(key) and upstream_saw(call(app, "/", apikey=key))["x-consumer-groups"] == "ops"
+        assert call(app, "/", Authorization=basic("dave", "dave's long password")).status_code == 200
+        stored = (tmp_path / "state" / "consumers.json").read_text()
+        assert key not in stored and "dave's long password" not in stored
+        listed = [json.loads(line) for line in consumer("list", "--json").stdout.splitlines()]
+        assert {c["name"]: c["source"] for c in listed} == {"alice": "config", "dave": "managed"}
+        assert consumer("add", "alice").returncode != 0  # the config file's consumer
+        assert consumer("add", "bad name!").returncode != 0 and "Traceback" not in consumer("add", "bad name!").stderr
+        rotated = consumer("rotate", "dave", "--grace", "2s")
+        new_key = rotated.stdout.split("new key for dave: ", 1)[1].split()[0]
+        assert works(new_key) and call(app, "/", apikey=key).status_code == 200  # both during the grace
+        time.sleep(2.2)
+        assert call(app, "/", apikey=key).status_code == 401 and call(app, "/", apikey=new_key).status_code == 200
+        assert consumer("remove", "dave").returncode == 0
+        deadline = time.monotonic() + 10
+        while call(app, "/", apikey=new_key).status_code != 401:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        auth = {"Authorization": "Bearer test-admin-token"}
+        assert httpx.get(app.admin + "/api/consumers").status_code == 401
+        made = httpx.post(app.admin + "/api/consumers", json={"name": "erin", "groups": ["ops"]}, headers=auth)
+        assert made.status_code == 201 and works(made.json()["key"])
+        assert httpx.post(app.admin + "/api/consumers", json={"name": "erin"}, headers=auth).status_code == 409
+        assert httpx.post(app.admin + "/api/consumers", json={"nope": 1}, headers=auth).status_code == 400
+        names = [c["name"] for c in httpx.get(app.admin + "/api/consumers", headers=auth).json()["consumers"]]
+        assert names == ["alice", "erin"]
+        turned = httpx.post(app.admin + "/api/consumers/erin/rotate", json={"grace": "1h"}, headers=auth)
+        assert turned.status_code == 200 and works(turned.json()["key"]) and works(made.json()["key"])
+        assert httpx.delete(app.admin + "/api/consumers/erin", headers=auth).status_code == 200
+        assert httpx.delete(app.admin + "/api/consumers/erin", headers=auth).status_code == 404
+    finally:
+        stop(app.proc)
