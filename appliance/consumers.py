@@ -136,8 +136,11 @@ def listing(config: Config, now: Callable[[], float] = time.time) -> list[dict[s
     out = []
     managed = {c.name for c in load(config.state_dir)}
     for consumer in all_consumers(config):
-        creds = []
+        creds: list[dict[str, Any]] = []
         for c in consumer.credentials:
+            if c.type == "hmac":
+                creds.append({"type": "hmac", "id": f"hmac:{c.key_id}", "expires": None, "expired": False})
+                continue
             expires = c.expires.timestamp() if c.expires is not None else None
             ident = f"key:{c.sha256.lower()[:12]}" if c.type == "key" else f"basic:{c.username}"
             creds.append({"type": c.type, "id": ident, "expires": expires,

@@ -27,12 +27,12 @@ def redis_url(config: Config) -> str | None:
     """The Redis the CC stage uses: the configured one, the node's private one, or none."""
     if config.redis is not None and config.redis.url is not None:
         return config.redis.url
-    return f"unix://{socket_path(config.state_dir)}" if config.uses_cc() else None
+    return f"unix://{socket_path(config.state_dir)}" if config.needs_redis() else None
 
 
 def start(config: Config) -> subprocess.Popen[bytes] | None:
     """Start the private server when the config throttles without ``redis:``."""
-    if (config.redis is not None and config.redis.url is not None) or not config.uses_cc():
+    if (config.redis is not None and config.redis.url is not None) or not config.needs_redis():
         return None
     binary = shutil.which("redis-server")
     if binary is None:

@@ -81,8 +81,9 @@ def check_password(password: bytes, stored: str) -> bool:
 
 class Registry:
     def __init__(self, consumers: Iterable[Consumer], keys: Iterable[KeyCredential],
-                 basics: Iterable[BasicCredential]) -> None:
+                 basics: Iterable[BasicCredential], hmac_secrets: dict[str, tuple[Consumer, bytes]] | None = None) -> None:
         self.consumers = {c.name: c for c in consumers}
+        self.hmac = hmac_secrets or {}  # key id -> (consumer, secret): recoverable by necessity, from env or file
         self._keys = {k.sha256: k for k in keys}
         self._basic = {b.username: b for b in basics}
 

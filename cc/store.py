@@ -141,6 +141,7 @@ class Limiter:
         self._degraded_until = 0.0
         self.degraded = False
         self.errors = 0
+        self._seen: dict[str, float] = {}  # replay digests while Redis fails
         self._memory = MemoryStorage()
         self._moving = MovingWindowRateLimiter(self._memory)
         self._fixed = FixedWindowRateLimiter(self._memory)
@@ -248,6 +249,22 @@ class Limiter:
                     stats = await strategy.get_window_stats(item, rule.rule_id, value)
                     return Decision("limited", rule, max(0.0, stats.reset_time - time.time()))
         return ALLOW
+
+    async def remember(self, digest: str, seconds: float) -> bool:
+        """True the first time ``digest`` is seen within ``seconds`` by any worker or node (HMAC
+        replay protection). While Redis fails, this worker's own memory answers."""
+        if time.monotonic() >= self._degraded_until:
+            try:
+                return bool(await self.redis.set(f"{PREFIX}:{{seen}}:{digest}", b"1", nx=True, px=int(seconds * 1000)))
+            except (RedisError, OSError) as exc:
+                self._failed(exc)
+        now = time.monotonic()
+        if len(self._seen) > 100_000:
+            self._seen = {k: t for k, t in self._seen.items() if t > now}
+        if self._seen.get(digest, 0.0) > now:
+            return False
+        self._seen[digest] = now + seconds
+        return True
 
     # -- bans, for the CLI, the admin API and the bad-behaviour counter ------------------------------
 

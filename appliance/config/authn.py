@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from authn.consumers import parse_scrypt
 from pydantic import Field, field_validator, model_validator
 
-from appliance.config.types import Duration, Strict
+from appliance.config.types import Duration, Size, Strict
 
 _NAME = r"^[A-Za-z0-9_.@-]{1,128}$"
 
@@ -33,7 +33,23 @@ class BasicCredentialConfig(Strict):
         return value
 
 
-Credential = Annotated[KeyCredentialConfig | BasicCredentialConfig, Field(discriminator="type")]
+class HmacCredentialConfig(Strict):
+    """An HMAC secret must be recoverable, so it is never stored hashed: it comes from the
+    environment or from a file only the appliance can read."""
+
+    type: Literal["hmac"]
+    key_id: str = Field(pattern=r"^[A-Za-z0-9_.@:-]{1,128}$")
+    secret_env: str | None = None
+    secret_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> HmacCredentialConfig:
+        if (self.secret_env is None) == (self.secret_file is None):
+            raise ValueError("needs exactly one of secret_env or secret_file")
+        return self
+
+
+Credential = Annotated[KeyCredentialConfig | BasicCredentialConfig | HmacCredentialConfig, Field(discriminator="type")]
 
 
 class ConsumerConfig(Strict):
@@ -118,15 +134,25 @@ class JwtMethodConfig(Strict):
         return self
 
 
+class HmacMethodConfig(Strict):
+    format: Literal["apisix"] = "apisix"  # Authorization: Signature keyId=,algorithm=,headers=,signature=
+    clock_skew: Duration = 300.0  # the Date header must be this close to now; signatures are remembered twice as long
+    signed_headers: list[str] = []  # besides @request-target and date, which are always required
+    validate_body: bool = False  # the body must match a signed Digest header (SHA-256)
+    max_body: Size = 1024 * 1024  # a body to validate may not be larger (413)
+    algorithms: list[Literal["hmac-sha256", "hmac-sha512"]] = ["hmac-sha256", "hmac-sha512"]
+
+
 class AuthConfig(Strict):
     enabled: bool = True
-    methods: list[Literal["key", "basic", "jwt"]] = []  # any one suffices
+    methods: list[Literal["key", "basic", "jwt", "hmac"]] = []  # any one suffices
     allow: list[str] = []  # consumers or groups; empty: every authenticated consumer
     anonymous: str | None = None  # the consumer of requests without credentials (else 401)
     hide_credentials: bool = True  # the upstream never sees the credential
     key: KeyMethodConfig = KeyMethodConfig()
     basic: BasicMethodConfig = BasicMethodConfig()
     jwt: JwtMethodConfig | None = None
+    hmac: HmacMethodConfig = HmacMethodConfig()
 
     @model_validator(mode="before")
     @classmethod

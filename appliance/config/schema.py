@@ -175,13 +175,18 @@ class Config(Strict):
         names: set[str] = set()
         keys: set[str] = set()
         users: set[str] = set()
+        hmac_ids: set[str] = set()
         for consumer in self.consumers:
             if consumer.name in names:
                 raise ValueError(f"consumers: {consumer.name!r} is declared twice")
             names.add(consumer.name)
             for credential in consumer.credentials:
-                token = credential.sha256.lower() if credential.type == "key" else credential.username
-                seen = keys if credential.type == "key" else users
+                if credential.type == "hmac":
+                    token, seen = credential.key_id, hmac_ids
+                elif credential.type == "key":
+                    token, seen = credential.sha256.lower(), keys
+                else:
+                    token, seen = credential.username, users
                 if token in seen:
                     raise ValueError(f"consumers: {consumer.name!r}: a {credential.type} credential another consumer holds")
                 seen.add(token)
@@ -194,6 +199,11 @@ class Config(Strict):
             if auth.anonymous is not None and auth.anonymous not in names:
                 raise ValueError(f"{where}.auth.anonymous: no consumer {auth.anonymous!r}")
         return self
+
+    def needs_redis(self) -> bool:
+        """CC counts and HMAC replay protection need a Redis shared by the node's workers."""
+        sections = [d.auth for d in self.domains] + [r.auth for d in self.domains for r in d.routes]
+        return self.uses_cc() or any(s is not None and "hmac" in s.methods for s in sections)
 
     def uses_cc(self) -> bool:
         """Whether any domain or route throttles or bans (then the node needs Redis)."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from authn.consumers import BasicCredential, Consumer, KeyCredential, Registry
+from authn.hmacauth import HmacAuth, HmacCredential
 from authn.jwks import JWKSCache
 from authn.jwtauth import JwtAuth, JwtSettings, StaticKey
 from cc.challenge import Challenges, load_key
@@ -41,7 +42,7 @@ from appliance.pipeline.stage import Stage, merge_section
 from appliance.stages.access import AccessStage
 from appliance.stages.accesslog import AccessLogStage
 from appliance.stages.audit import AuditStage
-from appliance.stages.authn import AuthnStage
+from appliance.stages.authn import AuthnBodyStage, AuthnStage
 from appliance.stages.cc import CCStage
 from appliance.stages.canary import Canary, CanaryStats
 from appliance.stages.metrics import MetricsStage
@@ -162,7 +163,7 @@ def _cc(cfg: CCConfig | None, site: Site) -> Stage | None:
     """Throttles not keyed by the consumer, and the bans, on every route once the node has a
     limiter (a ban made with ``edgeward cc ban`` holds on every domain)."""
     limiter = site.shared.limiter
-    if limiter is None:
+    if limiter is None or not site.config.uses_cc():  # Redis only for HMAC replays: no CC stage
         return None
     rules = _rules(cfg, site, False) if cfg else []
     return CCStage(rules, limiter, cfg.bad_behavior if cfg else None, challenges=_challenges(cfg, rules, site))
@@ -186,6 +187,7 @@ def _cc_consumer(cfg: CCConfig, site: Site) -> Stage | None:
 def registry_of(config: Config) -> Registry:
     """The config file's consumers and the managed ones (``edgeward consumer add``)."""
     consumers, keys, basics = [], [], []
+    secrets: dict[str, tuple[Consumer, bytes]] = {}
     try:
         declared = all_consumers(config)
     except ConsumerError as exc:
@@ -194,12 +196,34 @@ def registry_of(config: Config) -> Registry:
         consumer = Consumer(c.name, tuple(c.groups))
         consumers.append(consumer)
         for cred in c.credentials:
+            if cred.type == "hmac":
+                secrets[cred.key_id] = (consumer, _hmac_secret(cred.key_id, cred.secret_env, cred.secret_file, config))
+                continue
             expires = cred.expires.timestamp() if cred.expires is not None else None
             if cred.type == "key":
                 keys.append(KeyCredential(consumer, bytes.fromhex(cred.sha256), expires))
             else:
                 basics.append(BasicCredential(consumer, cred.username, cred.scrypt, expires))
-    return Registry(consumers, keys, basics)
+    return Registry(consumers, keys, basics, secrets)
+
+
+def _hmac_secret(key_id: str, env: str | None, file: str | None, config: Config) -> bytes:
+    """From the environment, or from a file nobody but the appliance's user can read."""
+    if env is not None:
+        value = os.environ.get(env)
+        if not value:
+            raise StageConfigError("auth", f"consumers: hmac key {key_id!r}: the environment has no {env}")
+        return value.encode()
+    path = Path(file or "")
+    try:
+        if path.stat().st_mode & 0o077:
+            raise StageConfigError("auth", f"consumers: hmac key {key_id!r}: {path} is readable by others (chmod 600)")
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise StageConfigError("auth", f"consumers: hmac key {key_id!r}: cannot read {path} ({exc.strerror})") from exc
+    if not secret:
+        raise StageConfigError("auth", f"consumers: hmac key {key_id!r}: {path} is empty")
+    return secret
 
 
 def _authn(cfg: AuthConfig, site: Site) -> Stage | None:
@@ -220,7 +244,15 @@ def _authn(cfg: AuthConfig, site: Site) -> Stage | None:
         if "key" in cfg.methods and cfg.key.bearer:
             raise StageConfigError("auth.key.bearer", "a bearer token cannot be both an API key and a JWT")
         jwt = JwtAuth(site.shared.registry_for(site.config), _jwt_settings(cfg.jwt, site.shared))
-    return AuthnStage(cfg, site.shared.registry_for(site.config), jwt)
+    hmac = None
+    if "hmac" in cfg.methods:
+        limiter = site.shared.limiter
+        remember = limiter.remember if limiter is not None else None
+        credentials = {key_id: HmacCredential(consumer, key_id, secret) for key_id, (consumer, secret) in registry.hmac.items()}
+        h = cfg.hmac
+        hmac = HmacAuth(credentials, h.clock_skew, h.signed_headers, h.validate_body, h.algorithms, remember)
+    cls = AuthnBodyStage if hmac is not None and cfg.hmac.validate_body else AuthnStage
+    return cls(cfg, registry, jwt, hmac)
 
 
 def _jwt_settings(cfg: JwtMethodConfig, shared: Shared) -> JwtSettings:

@@ -16,6 +16,7 @@ from urllib.parse import unquote_to_bytes
 
 from authn.basic import BasicAuth
 from authn.consumers import Consumer, Identity, Registry
+from authn.hmacauth import HmacAuth
 from authn.jwtauth import JwtAuth
 from authn.key import KeyAuth
 from authn.request import INVALID
@@ -27,11 +28,14 @@ from appliance.pipeline.verdict import Verdict
 
 
 class _View:
-    __slots__ = ("headers", "query")
+    __slots__ = ("headers", "query", "method", "target")
 
     def __init__(self, ctx: RequestContext) -> None:
         self.headers: Sequence[tuple[bytes, bytes]] = ctx.scope.get("headers") or ()
         self.query: bytes = ctx.scope.get("query_string") or b""
+        self.method: str = ctx.method
+        raw: bytes = ctx.scope.get("raw_path") or ctx.scope["path"].encode()
+        self.target = raw + b"?" + self.query if self.query else raw
 
 
 def _without_argument(query: bytes, name: bytes) -> bytes:
@@ -43,17 +47,19 @@ class AuthnStage(Stage):
     section: ClassVar[str | None] = "auth"
     schema = AuthConfig
 
-    def __init__(self, cfg: AuthConfig, registry: Registry, jwt: JwtAuth | None = None) -> None:
+    def __init__(self, cfg: AuthConfig, registry: Registry, jwt: JwtAuth | None = None, hmac: HmacAuth | None = None) -> None:
         self.key = KeyAuth(registry, cfg.key.header, cfg.key.query, cfg.key.bearer) if "key" in cfg.methods else None
         self.basic = BasicAuth(registry, cfg.basic.realm) if "basic" in cfg.methods else None
         self.jwt = jwt
+        self.hmac = hmac
+        self.max_body = cfg.hmac.max_body
         self.claims_to_headers = [(claim, header.lower().encode()) for claim, header in
                                   (jwt.s.claims_to_headers.items() if jwt else ())]
         self.allow = frozenset(cfg.allow)
         self.anonymous: Consumer | None = registry.consumers[cfg.anonymous] if cfg.anonymous else None
         self.hide = cfg.hide_credentials
         challenges = ([self.key.challenge] if self.key else []) + ([self.basic.challenge] if self.basic else []) + (
-            [self.jwt.challenge] if self.jwt else [])
+            [self.jwt.challenge] if self.jwt else []) + ([self.hmac.challenge] if self.hmac else [])
         self.unauthenticated = Verdict(401, "authn.unauthenticated", [(b"www-authenticate", c) for c in challenges])
         self.forbidden = Verdict(403, "authn.forbidden")
         hidden: set[bytes] = set()
@@ -61,7 +67,7 @@ class AuthnStage(Stage):
             hidden.add(self.key.header)
         if self.key is not None and self.key.bearer or self.basic is not None:
             hidden |= {b"authorization", b"proxy-authorization"} if self.basic is not None else {b"authorization"}
-        if jwt is not None and jwt.s.header:
+        if jwt is not None and jwt.s.header or hmac is not None:
             hidden.add(b"authorization")
         self.hidden = frozenset(hidden)
         self.claim_headers = frozenset(h for _, h in self.claims_to_headers)
@@ -74,12 +80,12 @@ class AuthnStage(Stage):
             ctx.scope["query_string"] = _without_argument(view.query, self.key.query)
         identity: Identity | None = None
         claims: dict[str, Any] = {}
-        for method in (self.key, self.basic, self.jwt):
+        for method in (self.key, self.basic, self.jwt, self.hmac):
             if method is None:
                 continue
             if isinstance(method, KeyAuth):
                 result = method.authenticate(view)
-            elif isinstance(method, BasicAuth):
+            elif isinstance(method, (BasicAuth, HmacAuth)):
                 result = await method.authenticate(view)
             else:
                 result, claims = await method.authenticate(view)
@@ -103,4 +109,23 @@ class AuthnStage(Stage):
             if value is not None:
                 text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
                 ctx.add_headers.append((header, text.encode("utf-8", "replace").replace(b"\r", b"").replace(b"\n", b"")))
+        return None
+
+
+class AuthnBodyStage(AuthnStage):
+    """With ``hmac.validate_body``: the body must match the signed ``Digest`` header."""
+
+    needs_body: ClassVar[bool] = True
+
+    @property
+    def body_want(self) -> int:
+        return self.max_body + 1
+
+    async def request_body(self, ctx: RequestContext) -> Verdict | None:
+        if self.hmac is None or not (ctx.credential or "").startswith("hmac:"):
+            return None  # another method proved this request
+        if ctx.spool is not None or len(ctx.body) > self.max_body:
+            return Verdict(413, "authn.body_too_large")
+        if not self.hmac.body_matches(_View(ctx), ctx.body):
+            return self.unauthenticated
         return None

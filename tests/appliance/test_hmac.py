@@ -1,0 +1,136 @@
+"""HMAC signatures (tests/appliance/test_hmac.py for authn/hmacauth.py): the APISIX 3.11+ wire
+format, signed by a client written from APISIX's documentation, and where Edgeward is stricter."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import time
+from collections.abc import Iterator
+from email.utils import formatdate
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ..harness import Appliance, Upstream, start_appliance, stop
+
+SECRET = "alice-hmac-secret-0123456789"
+
+
+def sign(method: str, target: str, key_id: str = "alice-key", secret: str = SECRET, headers: tuple[str, ...] = (
+        "@request-target", "date"), date: str | None = None, extra: dict[str, str] | None = None,
+         algorithm: str = "hmac-sha256", body: bytes | None = None) -> dict[str, str]:
+    """The client side, as APISIX's documentation builds it: the key id, then one line per signed
+    header (``@request-target`` as ``METHOD TARGET``), each ending with a newline."""
+    values = {"date": date or formatdate(usegmt=True), **{k.lower(): v for k, v in (extra or {}).items()}}
+    if body is not None:
+        values["digest"] = "SHA-256=" + base64.b64encode(hashlib.sha256(body).digest()).decode()
+    lines = [key_id] + [f"{method} {target}" if h == "@request-target" else f"{h}: {values[h]}" for h in headers]
+    digest = {"hmac-sha256": hashlib.sha256, "hmac-sha512": hashlib.sha512}[algorithm]
+    signature = base64.b64encode(hmac.new(secret.encode(), ("\n".join(lines) + "\n").encode(), digest).digest()).decode()
+    out = {"Date": values["date"], **(extra or {}),
+           "Authorization": f'Signature keyId="{key_id}",algorithm="{algorithm}",headers="{" ".join(headers)}",'
+                            f'signature="{signature}"'}
+    if body is not None:
+        out["Digest"] = values["digest"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory, upstream_a: Upstream) -> Iterator[Appliance]:
+    tmp = tmp_path_factory.mktemp("hmac")
+    secret_file = tmp / "bob.secret"
+    secret_file.write_text("bob-secret-from-a-file-42\n")
+    os.chmod(secret_file, 0o600)
+    extra = f"""\
+consumers:
+  - name: alice
+    credentials: [{{type: hmac, key_id: alice-key, secret_env: ALICE_HMAC_SECRET}}]
+  - name: bob
+    credentials: [{{type: hmac, key_id: bob-key, secret_file: {secret_file}}}]
+"""
+    domains = f"""\
+  - hosts: [hmac.test]
+    upstream: {upstream_a.url}
+    waf: {{mode: off}}
+    auth: {{methods: [hmac]}}
+    routes:
+      - path: /orders
+        auth: {{hmac: {{validate_body: true, signed_headers: [x-tenant]}}}}
+"""
+    appliance = start_appliance(tmp, domains, extra, env={"ALICE_HMAC_SECRET": SECRET})
+    yield appliance
+    stop(appliance.proc)
+
+
+def call(app: Appliance, method: str, target: str, headers: dict[str, str], body: bytes | None = None) -> httpx.Response:
+    return httpx.request(method, app.url + target, headers={"Host": "hmac.test", **headers}, content=body, timeout=10)
+
+
+def test_a_signed_request_names_its_consumer(app: Appliance) -> None:
+    resp = call(app, "GET", "/items?page=2", sign("GET", "/items?page=2"))
+    assert resp.status_code == 200, resp.text
+    seen = {k.lower(): v for k, v in resp.json()["headers"]}
+    assert seen["x-consumer-username"] == "alice" and seen["x-credential-identifier"] == "hmac:alice-key"
+    assert "authorization" not in seen
+    bob = call(app, "GET", "/", sign("GET", "/", "bob-key", "bob-secret-from-a-file-42", algorithm="hmac-sha512"))
+    assert bob.status_code == 200
+
+
+def test_what_apisix_lets_through_edgeward_refuses(app: Appliance) -> None:
+    old = formatdate(time.time() - 600, usegmt=True)
+    cases = {
+        "the method and URI unsigned": sign("GET", "/a", headers=("date",)),
+        "the date unsigned": sign("GET", "/a", headers=("@request-target",)),
+        "a listed header absent": {k: v for k, v in sign("GET", "/a", headers=("@request-target", "date", "x-tenant"),
+                                                          extra={"X-Tenant": "t1"}).items() if k != "X-Tenant"},
+        "a date outside the clock skew": sign("GET", "/a", date=old),
+        "another target than the one signed": sign("GET", "/b"),
+        "a wrong secret": sign("GET", "/a", secret="guess"),
+        "an unknown key id": sign("GET", "/a", key_id="mallory"),
+        "a weak algorithm": sign("GET", "/a", algorithm="hmac-sha256") | {"Authorization": sign("GET", "/a")[
+            "Authorization"].replace("hmac-sha256", "hmac-sha1")},
+    }
+    for why, headers in cases.items():
+        resp = call(app, "GET", "/a", headers)
+        assert resp.status_code == 401, why
+        assert resp.headers["www-authenticate"].startswith("Signature")
+
+
+def test_a_replayed_signature_is_refused_within_the_window(app: Appliance) -> None:
+    headers = sign("GET", "/replay")
+    assert call(app, "GET", "/replay", headers).status_code == 200
+    assert call(app, "GET", "/replay", headers).status_code == 401  # the same signature again, on any worker
+
+
+def test_body_validation_needs_a_signed_digest_that_matches(app: Appliance) -> None:
+    body = b'{"item": 42}'
+    good = sign("POST", "/orders", headers=("@request-target", "date", "x-tenant", "digest"), extra={"X-Tenant": "t1"},
+                body=body)
+    assert call(app, "POST", "/orders", good, body).status_code == 200
+    tampered = sign("POST", "/orders", headers=("@request-target", "date", "x-tenant", "digest"),
+                    extra={"X-Tenant": "t1"}, body=body)
+    assert call(app, "POST", "/orders", tampered, b'{"item": 43}').status_code == 401  # the body changed on the way
+    unsigned_digest = sign("POST", "/orders", headers=("@request-target", "date", "x-tenant"), extra={"X-Tenant": "t1"},
+                           body=body)
+    assert call(app, "POST", "/orders", unsigned_digest, body).status_code == 401  # Digest present but not signed
+    no_tenant = sign("POST", "/orders", headers=("@request-target", "date", "digest"), body=body)
+    assert call(app, "POST", "/orders", no_tenant, body).status_code == 401  # a required header unsigned
+
+
+def test_a_secret_file_readable_by_others_is_a_config_error(tmp_path: Path, upstream_a: Upstream) -> None:
+    import subprocess
+
+    from ..harness import EDGEWARD, appliance_config, free_port
+
+    secret = tmp_path / "open.secret"
+    secret.write_text("s3cret")
+    os.chmod(secret, 0o644)
+    config = tmp_path / "edgeward.yaml"
+    config.write_text(appliance_config(
+        tmp_path, free_port(), free_port(), f"  - hosts: [a.test]\n    upstream: {upstream_a.url}\n    auth: {{methods: [hmac]}}\n",
+        f"consumers: [{{name: a, credentials: [{{type: hmac, key_id: k, secret_file: {secret}}}]}}]\n"))
+    out = subprocess.run([EDGEWARD, "check", "-c", str(config)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "readable by others" in out.stderr and "s3cret" not in out.stderr
