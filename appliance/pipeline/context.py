@@ -80,6 +80,7 @@ class RequestContext:
     secret_headers: frozenset[bytes] = frozenset()  # headers that carry a credential here: the audit record hides them
     drop_headers: frozenset[bytes] = frozenset()  # credential headers the upstream must not see
     add_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # set by stages for the upstream (claims)
+    auth_pending: bool = False  # authentication waits for the body (a signature over form fields)
     body: bytes = b""  # request body read so far; the proxy sends it first, then streams the rest
     spool: Spool | None = None  # instead of ``body`` once the body read outgrew memory (body.SPOOL_OVER)
     body_complete: bool = False

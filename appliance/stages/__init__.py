@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from authn.consumers import BasicCredential, Consumer, KeyCredential, Registry
-from authn.hmacauth import HmacAuth, HmacCredential
+from authn.hmacauth import HigressHmac, HmacAuth, HmacCredential
 from authn.jwks import JWKSCache
 from authn.jwtauth import JwtAuth, JwtSettings, StaticKey
 from cc.challenge import Challenges, load_key
@@ -244,14 +244,18 @@ def _authn(cfg: AuthConfig, site: Site) -> Stage | None:
         if "key" in cfg.methods and cfg.key.bearer:
             raise StageConfigError("auth.key.bearer", "a bearer token cannot be both an API key and a JWT")
         jwt = JwtAuth(site.shared.registry_for(site.config), _jwt_settings(cfg.jwt, site.shared))
-    hmac = None
+    hmac: HmacAuth | HigressHmac | None = None
     if "hmac" in cfg.methods:
         limiter = site.shared.limiter
         remember = limiter.remember if limiter is not None else None
         credentials = {key_id: HmacCredential(consumer, key_id, secret) for key_id, (consumer, secret) in registry.hmac.items()}
         h = cfg.hmac
-        hmac = HmacAuth(credentials, h.clock_skew, h.signed_headers, h.validate_body, h.algorithms, remember)
-    cls = AuthnBodyStage if hmac is not None and cfg.hmac.validate_body else AuthnStage
+        if h.format == "higress":
+            hmac = HigressHmac(credentials, h.clock_skew, h.signed_headers, h.validate_body, remember)
+        else:
+            hmac = HmacAuth(credentials, h.clock_skew, h.signed_headers, h.validate_body, h.algorithms, remember)
+    body = hmac is not None and (cfg.hmac.validate_body or cfg.hmac.format == "higress")  # X-Ca signs form fields
+    cls = AuthnBodyStage if body else AuthnStage
     return cls(cfg, registry, jwt, hmac)
 
 

@@ -16,7 +16,7 @@ from urllib.parse import unquote_to_bytes
 
 from authn.basic import BasicAuth
 from authn.consumers import Consumer, Identity, Registry
-from authn.hmacauth import HmacAuth
+from authn.hmacauth import NEED_BODY, HigressHmac, HmacAuth
 from authn.jwtauth import JwtAuth
 from authn.key import KeyAuth
 from authn.request import INVALID
@@ -47,7 +47,8 @@ class AuthnStage(Stage):
     section: ClassVar[str | None] = "auth"
     schema = AuthConfig
 
-    def __init__(self, cfg: AuthConfig, registry: Registry, jwt: JwtAuth | None = None, hmac: HmacAuth | None = None) -> None:
+    def __init__(self, cfg: AuthConfig, registry: Registry, jwt: JwtAuth | None = None,
+                 hmac: HmacAuth | HigressHmac | None = None) -> None:
         self.key = KeyAuth(registry, cfg.key.header, cfg.key.query, cfg.key.bearer) if "key" in cfg.methods else None
         self.basic = BasicAuth(registry, cfg.basic.realm) if "basic" in cfg.methods else None
         self.jwt = jwt
@@ -84,16 +85,22 @@ class AuthnStage(Stage):
             if method is None:
                 continue
             if isinstance(method, KeyAuth):
-                result = method.authenticate(view)
-            elif isinstance(method, (BasicAuth, HmacAuth)):
+                result: Any = method.authenticate(view)
+            elif isinstance(method, (BasicAuth, HmacAuth, HigressHmac)):
                 result = await method.authenticate(view)
             else:
                 result, claims = await method.authenticate(view)
+            if result == NEED_BODY:  # a signed form: the fields are part of the signature
+                ctx.auth_pending = True
+                return None
             if result is INVALID:
                 return self.unauthenticated
             if result is not None:
-                identity = result  # type: ignore[assignment]
+                identity = result
                 break
+        return self._conclude(ctx, identity, claims)
+
+    def _conclude(self, ctx: RequestContext, identity: Identity | None, claims: dict[str, Any]) -> Verdict | None:
         if identity is None:
             if self.anonymous is None:
                 return self.unauthenticated
@@ -113,7 +120,8 @@ class AuthnStage(Stage):
 
 
 class AuthnBodyStage(AuthnStage):
-    """With ``hmac.validate_body``: the body must match the signed ``Digest`` header."""
+    """HMAC with the body: ``validate_body`` (a signed Digest, or Content-MD5) and the X-Ca
+    format's signed form fields, checked once the body is read."""
 
     needs_body: ClassVar[bool] = True
 
@@ -122,10 +130,20 @@ class AuthnBodyStage(AuthnStage):
         return self.max_body + 1
 
     async def request_body(self, ctx: RequestContext) -> Verdict | None:
-        if self.hmac is None or not (ctx.credential or "").startswith("hmac:"):
+        if self.hmac is None or not (ctx.auth_pending or (ctx.credential or "").startswith("hmac:")):
             return None  # another method proved this request
         if ctx.spool is not None or len(ctx.body) > self.max_body:
             return Verdict(413, "authn.body_too_large")
-        if not self.hmac.body_matches(_View(ctx), ctx.body):
+        view = _View(ctx)
+        if ctx.auth_pending:
+            ctx.auth_pending = False
+            assert isinstance(self.hmac, HigressHmac)
+            result = await self.hmac.authenticate(view, ctx.body)
+            if not isinstance(result, Identity):
+                return self.unauthenticated
+            verdict = self._conclude(ctx, result, {})
+            if verdict is not None:
+                return verdict
+        if not self.hmac.body_matches(view, ctx.body):
             return self.unauthenticated
         return None
