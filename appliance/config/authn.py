@@ -135,7 +135,7 @@ class JwtMethodConfig(Strict):
 
 
 class HmacMethodConfig(Strict):
-    format: Literal["apisix", "higress"] = "apisix"  # apisix: Authorization: Signature ...; higress: X-Ca-* headers
+    format: Literal["apisix", "higress", "rfc9421"] = "apisix"  # Authorization: Signature; X-Ca-*; Signature-Input
     clock_skew: Duration = 300.0  # the Date header must be this close to now; signatures are remembered twice as long
     signed_headers: list[str] = []  # besides @request-target and date, which are always required
     validate_body: bool = False  # the body must match a signed Digest header (SHA-256)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from authn.consumers import BasicCredential, Consumer, KeyCredential, Registry
-from authn.hmacauth import HigressHmac, HmacAuth, HmacCredential
+from authn.hmacauth import HigressHmac, HmacAuth, HmacCredential, MessageSignatures
 from authn.jwks import JWKSCache
 from authn.jwtauth import JwtAuth, JwtSettings, StaticKey
 from cc.challenge import Challenges, load_key
@@ -244,7 +244,7 @@ def _authn(cfg: AuthConfig, site: Site) -> Stage | None:
         if "key" in cfg.methods and cfg.key.bearer:
             raise StageConfigError("auth.key.bearer", "a bearer token cannot be both an API key and a JWT")
         jwt = JwtAuth(site.shared.registry_for(site.config), _jwt_settings(cfg.jwt, site.shared))
-    hmac: HmacAuth | HigressHmac | None = None
+    hmac: HmacAuth | HigressHmac | MessageSignatures | None = None
     if "hmac" in cfg.methods:
         limiter = site.shared.limiter
         remember = limiter.remember if limiter is not None else None
@@ -252,9 +252,12 @@ def _authn(cfg: AuthConfig, site: Site) -> Stage | None:
         h = cfg.hmac
         if h.format == "higress":
             hmac = HigressHmac(credentials, h.clock_skew, h.signed_headers, h.validate_body, remember)
+        elif h.format == "rfc9421":
+            hmac = MessageSignatures(credentials, h.clock_skew, h.signed_headers, h.validate_body, remember)
         else:
             hmac = HmacAuth(credentials, h.clock_skew, h.signed_headers, h.validate_body, h.algorithms, remember)
-    body = hmac is not None and (cfg.hmac.validate_body or cfg.hmac.format == "higress")  # X-Ca signs form fields
+    # X-Ca signs form fields; RFC 9421 checks a content-digest whenever one is sent
+    body = hmac is not None and (cfg.hmac.validate_body or cfg.hmac.format != "apisix")
     cls = AuthnBodyStage if body else AuthnStage
     return cls(cfg, registry, jwt, hmac)
 

@@ -16,7 +16,7 @@ from urllib.parse import unquote_to_bytes
 
 from authn.basic import BasicAuth
 from authn.consumers import Consumer, Identity, Registry
-from authn.hmacauth import NEED_BODY, HigressHmac, HmacAuth
+from authn.hmacauth import NEED_BODY, HigressHmac, HmacAuth, MessageSignatures
 from authn.jwtauth import JwtAuth
 from authn.key import KeyAuth
 from authn.request import INVALID
@@ -28,7 +28,7 @@ from appliance.pipeline.verdict import Verdict
 
 
 class _View:
-    __slots__ = ("headers", "query", "method", "target")
+    __slots__ = ("headers", "query", "method", "target", "scheme")
 
     def __init__(self, ctx: RequestContext) -> None:
         self.headers: Sequence[tuple[bytes, bytes]] = ctx.scope.get("headers") or ()
@@ -36,6 +36,7 @@ class _View:
         self.method: str = ctx.method
         raw: bytes = ctx.scope.get("raw_path") or ctx.scope["path"].encode()
         self.target = raw + b"?" + self.query if self.query else raw
+        self.scheme: str = ctx.scope.get("scheme", "http")
 
 
 def _without_argument(query: bytes, name: bytes) -> bytes:
@@ -48,7 +49,7 @@ class AuthnStage(Stage):
     schema = AuthConfig
 
     def __init__(self, cfg: AuthConfig, registry: Registry, jwt: JwtAuth | None = None,
-                 hmac: HmacAuth | HigressHmac | None = None) -> None:
+                 hmac: HmacAuth | HigressHmac | MessageSignatures | None = None) -> None:
         self.key = KeyAuth(registry, cfg.key.header, cfg.key.query, cfg.key.bearer) if "key" in cfg.methods else None
         self.basic = BasicAuth(registry, cfg.basic.realm) if "basic" in cfg.methods else None
         self.jwt = jwt
@@ -86,7 +87,7 @@ class AuthnStage(Stage):
                 continue
             if isinstance(method, KeyAuth):
                 result: Any = method.authenticate(view)
-            elif isinstance(method, (BasicAuth, HmacAuth, HigressHmac)):
+            elif isinstance(method, (BasicAuth, HmacAuth, HigressHmac, MessageSignatures)):
                 result = await method.authenticate(view)
             else:
                 result, claims = await method.authenticate(view)

@@ -202,3 +202,58 @@ def test_what_higress_lets_through_the_x_ca_scheme_refuses(xca: Appliance) -> No
     assert call(xca, "POST", "/j", no_md5, body).status_code == 401  # a body without Content-MD5 (validate_body)
     empty_form = xca_sign("POST", "/f", content_type="application/x-www-form-urlencoded", key="mallory")
     assert call(xca, "POST", "/f", empty_form, b"").status_code == 401  # a form without a body is still checked
+
+
+def rfc9421_sign(method: str, target: str, covered: tuple[str, ...] = ("@method", "@authority", "@path", "@query"),
+                 created: float | None = None, key: str = "alice-key", secret: str = SECRET, body: bytes | None = None,
+                 label: str = "sig1") -> dict[str, str]:
+    """A client of RFC 9421 section 2.5 (the signature base) and RFC 9530 (Content-Digest)."""
+    path, _, query = target.partition("?")
+    values = {"@method": method, "@authority": "hmac.test", "@path": path, "@query": "?" + query,
+              "@target-uri": f"http://hmac.test{target}", "date": formatdate(usegmt=True)}
+    headers = {"Date": values["date"]}
+    if body is not None:
+        values["content-digest"] = headers["Content-Digest"] = \
+            "sha-256=:" + base64.b64encode(hashlib.sha256(body).digest()).decode() + ":"
+    params = "(" + " ".join(f'"{c}"' for c in covered) + f');created={int(created or time.time())};keyid="{key}";alg="hmac-sha256"'
+    base = "\n".join([f'"{c}": {values[c]}' for c in covered] + [f'"@signature-params": {params}'])
+    mac = base64.b64encode(hmac.new(secret.encode(), base.encode(), hashlib.sha256).digest()).decode()
+    return {**headers, "Signature-Input": f"{label}={params}", "Signature": f"{label}=:{mac}:"}
+
+
+@pytest.fixture(scope="module")
+def rfc(tmp_path_factory: pytest.TempPathFactory, upstream_a: Upstream) -> Iterator[Appliance]:
+    extra = "consumers:\n  - name: alice\n    credentials: [{type: hmac, key_id: alice-key, secret_env: ALICE_HMAC_SECRET}]\n"
+    domains = (f"  - hosts: [hmac.test]\n    upstream: {upstream_a.url}\n    waf: {{mode: off}}\n"
+               "    auth: {methods: [hmac], hmac: {format: rfc9421}}\n"
+               "    routes:\n      - path: /orders\n        auth: {hmac: {format: rfc9421, validate_body: true}}\n")
+    appliance = start_appliance(tmp_path_factory.mktemp("rfc9421"), domains, extra, env={"ALICE_HMAC_SECRET": SECRET})
+    yield appliance
+    stop(appliance.proc)
+
+
+def test_rfc_9421_message_signatures(rfc: Appliance) -> None:
+    ok = call(rfc, "GET", "/items?page=2", rfc9421_sign("GET", "/items?page=2"))
+    assert ok.status_code == 200, ok.text
+    assert {k.lower(): v for k, v in ok.json()["headers"]}["x-credential-identifier"] == "hmac:alice-key"
+    assert call(rfc, "GET", "/x", rfc9421_sign("GET", "/x", ("@method", "@target-uri"))).status_code == 200
+    body = b'{"item": 42}'
+    signed = rfc9421_sign("POST", "/orders", ("@method", "@path", "@query", "content-digest"), body=body)
+    assert call(rfc, "POST", "/orders", signed, body).status_code == 200
+    refused = {
+        "no @method": rfc9421_sign("GET", "/a", ("@authority", "@path", "@query")),
+        "the query unsigned": rfc9421_sign("GET", "/a?b=1", ("@method", "@path")),
+        "created an hour ago": rfc9421_sign("GET", "/a", created=time.time() - 3600),
+        "a wrong secret": rfc9421_sign("GET", "/a", secret="guess"),
+        "another path": rfc9421_sign("GET", "/b"),
+    }
+    for why, headers in refused.items():
+        target = "/a?b=1" if why == "the query unsigned" else "/a"
+        assert call(rfc, "GET", target, headers).status_code == 401, why
+    replayed = rfc9421_sign("GET", "/r")
+    assert call(rfc, "GET", "/r", replayed).status_code == 200
+    assert call(rfc, "GET", "/r", replayed).status_code == 401
+    changed = rfc9421_sign("POST", "/orders", ("@method", "@path", "@query", "content-digest"), body=body)
+    assert call(rfc, "POST", "/orders", changed, b'{"item": 43}').status_code == 401  # the digest no longer matches
+    uncovered = rfc9421_sign("POST", "/orders", ("@method", "@path", "@query"), body=body)
+    assert call(rfc, "POST", "/orders", uncovered, body).status_code == 401  # validate_body needs content-digest covered
