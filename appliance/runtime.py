@@ -163,6 +163,7 @@ def _route(config: Config, domain: DomainConfig, cfg: RouteConfig, name: str, po
         preserve_host=domain.preserve_host,
         pipeline=(pipeline := Pipeline(build_route_stages(Site(config, domain, cfg, shared)))),
         finish=pipeline.done_stages + done.done_stages,
+        identity=config.identity_headers.names(),
     )
 
 

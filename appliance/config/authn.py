@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from appliance.config.types import Duration, Size, Strict
 
 _NAME = r"^[A-Za-z0-9_.@-]{1,128}$"
+_HEADER = r"^[A-Za-z0-9-]{1,64}$"
 
 
 class KeyCredentialConfig(Strict):
@@ -159,3 +160,15 @@ class AuthConfig(Strict):
     def _off(cls, value: Any) -> Any:
         """``auth: off`` (YAML reads a bare off as false) switches authentication off on a route."""
         return {"enabled": False} if value is False or value == "off" else value
+
+
+class IdentityHeadersConfig(Strict):
+    """The headers that tell the upstream who the consumer is; a client's own copies are dropped
+    on every route, authenticated or not."""
+
+    username: str = Field(default="X-Consumer-Username", pattern=_HEADER)
+    groups: str = Field(default="X-Consumer-Groups", pattern=_HEADER)
+    credential: str = Field(default="X-Credential-Identifier", pattern=_HEADER)
+
+    def names(self) -> tuple[bytes, bytes, bytes]:
+        return (self.username.lower().encode(), self.groups.lower().encode(), self.credential.lower().encode())

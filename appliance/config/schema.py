@@ -22,7 +22,7 @@ from pydantic import (
 
 from appliance.config.access import AccessConfig, GeoIPConfig
 from appliance.config.audit import AuditConfig
-from appliance.config.authn import AuthConfig, ConsumerConfig
+from appliance.config.authn import AuthConfig, ConsumerConfig, IdentityHeadersConfig
 from appliance.config.cc import CCConfig, RedisConfig, redis_config
 from appliance.config.types import Duration, FilePath, Listen, Size, Strict, parse_listen
 from appliance.config.upstream import Timeouts, Upstream, UpstreamConfig
@@ -152,6 +152,7 @@ class Config(Strict):
     geoip: GeoIPConfig | None = None
     redis: Annotated[RedisConfig | None, BeforeValidator(redis_config)] = None  # absent: a private redis-server per node
     consumers: list[ConsumerConfig] = []
+    identity_headers: IdentityHeadersConfig = IdentityHeadersConfig()
     admin: AdminConfig = AdminConfig()
     access_log: AccessLogConfig = AccessLogConfig()
     audit: AuditConfig = AuditConfig()

@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from appliance.upstream.transport import Timeouts
 
 
+IDENTITY = (b"x-consumer-username", b"x-consumer-groups", b"x-credential-identifier")
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     domain: str  # the domain's first host, its name in logs and metrics
@@ -23,6 +26,7 @@ class Route:
     preserve_host: bool
     pipeline: Pipeline
     finish: tuple[Stage, ...]  # the done hooks every request on this route reaches: its own, then global ones
+    identity: tuple[bytes, bytes, bytes] = IDENTITY  # the consumer's name, groups and credential, to the upstream
 
 
 @dataclass(frozen=True, slots=True)

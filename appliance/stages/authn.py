@@ -44,7 +44,7 @@ def _without_argument(query: bytes, name: bytes) -> bytes:
 
 
 class AuthnStage(Stage):
-    name: ClassVar[str] = "authn"
+    name: ClassVar[str] = "auth"
     section: ClassVar[str | None] = "auth"
     schema = AuthConfig
 
@@ -62,8 +62,8 @@ class AuthnStage(Stage):
         self.hide = cfg.hide_credentials
         challenges = ([self.key.challenge] if self.key else []) + ([self.basic.challenge] if self.basic else []) + (
             [self.jwt.challenge] if self.jwt else []) + ([self.hmac.challenge] if self.hmac else [])
-        self.unauthenticated = Verdict(401, "authn.unauthenticated", [(b"www-authenticate", c) for c in challenges])
-        self.forbidden = Verdict(403, "authn.forbidden")
+        self.unauthenticated = Verdict(401, "auth.unauthenticated", [(b"www-authenticate", c) for c in challenges])
+        self.forbidden = Verdict(403, "auth.forbidden")
         hidden: set[bytes] = set()
         if self.key is not None and self.key.header is not None:
             hidden.add(self.key.header)
@@ -134,7 +134,7 @@ class AuthnBodyStage(AuthnStage):
         if self.hmac is None or not (ctx.auth_pending or (ctx.credential or "").startswith("hmac:")):
             return None  # another method proved this request
         if ctx.spool is not None or len(ctx.body) > self.max_body:
-            return Verdict(413, "authn.body_too_large")
+            return Verdict(413, "auth.body_too_large")
         view = _View(ctx)
         if ctx.auth_pending:
             ctx.auth_pending = False

@@ -132,7 +132,7 @@ def test_failures_are_audit_records_without_the_credential(app: Appliance) -> No
             break
         time.sleep(0.2)
     record = json.loads(out.stdout)
-    assert record["stage"] == "authn" and record["reason"] == "authn.forbidden" and record["consumer"] == "bob"
+    assert record["stage"] == "auth" and record["reason"] == "auth.forbidden" and record["consumer"] == "bob"
     assert BOB_KEY not in out.stdout and ["apikey", "[redacted]"] in record["headers"]
     wrong = call(app, "/", apikey="guessed-key-123")
     deadline = time.monotonic() + 10
@@ -140,9 +140,9 @@ def test_failures_are_audit_records_without_the_credential(app: Appliance) -> No
                          capture_output=True, timeout=30).returncode != 0:
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    found = subprocess.run([EDGEWARD, "audit", "search", "--stage", "authn", "--json", "-c", str(app.config)],
+    found = subprocess.run([EDGEWARD, "audit", "search", "--stage", "auth", "--json", "-c", str(app.config)],
                            capture_output=True, text=True, timeout=30).stdout
-    assert "authn.unauthenticated" in found and "guessed-key-123" not in found
+    assert "auth.unauthenticated" in found and "guessed-key-123" not in found
 
 
 def test_consumer_config_errors(tmp_path: Path, upstream_a: Upstream) -> None:
@@ -248,5 +248,18 @@ def test_managed_consumers_from_the_cli_and_the_admin_api(tmp_path: Path, upstre
         assert turned.status_code == 200 and works(turned.json()["key"]) and works(made.json()["key"])
         assert httpx.delete(app.admin + "/api/consumers/erin", headers=auth).status_code == 200
         assert httpx.delete(app.admin + "/api/consumers/erin", headers=auth).status_code == 404
+    finally:
+        stop(app.proc)
+
+
+def test_identity_header_names_are_configurable(tmp_path: Path, upstream_a: Upstream) -> None:
+    extra = (f"identity_headers: {{username: X-User, groups: X-Roles, credential: X-Cred}}\n"
+             f"consumers:\n  - name: alice\n    groups: [staff]\n    credentials: [{{type: key, sha256: {hash_key(ALICE_KEY)}}}]\n")
+    app = start_appliance(tmp_path, f"  - hosts: [api.test]\n    upstream: {upstream_a.url}\n    waf: {{mode: off}}\n"
+                          "    auth: {methods: [key]}\n", extra)
+    try:
+        seen = upstream_saw(call(app, "/", apikey=ALICE_KEY, **{"X-User": "forged", "X-Roles": "root"}))
+        assert seen["x-user"] == "alice" and seen["x-roles"] == "staff" and seen["x-cred"].startswith("key:")
+        assert "x-consumer-username" not in seen
     finally:
         stop(app.proc)
