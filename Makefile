@@ -6,9 +6,10 @@ STAMP := $(VENV)/.installed
 # libpq5 is what psycopg talks to PostgreSQL through (audit.store: postgresql://...); redis-server
 # is the node's private CC store when no redis: is configured (and the tests' Redis)
 APT_PACKAGES := ca-certificates openssl modsecurity-crs libmodsecurity3 libmodsecurity-dev libpcre2-8-0 libpcre2-dev g++ libxml2 libpq5 redis-server
-# the tests start their own PostgreSQL server (the shared audit store), and drive Debian's Chromium
-# through Playwright (the JavaScript challenge)
-TEST_PACKAGES := postgresql chromium
+# the tests start their own PostgreSQL server (the shared audit store), drive Debian's Chromium
+# through Playwright (the JavaScript challenge, OIDC login) and run a real OpenID provider on
+# Node.js (tests/oidc: oidc-provider, pinned by package-lock.json)
+TEST_PACKAGES := postgresql chromium nodejs
 BENCH_PACKAGES := nginx-light wrk
 
 .PHONY: run test install system-deps bench clean
@@ -30,6 +31,8 @@ run: install
 
 test: install
 	@scripts/apt-ensure $(TEST_PACKAGES)
+	@command -v npm >/dev/null || scripts/apt-ensure npm
+	@test -d tests/oidc/node_modules/oidc-provider || (cd tests/oidc && npm ci --no-audit --no-fund)
 	$(VENV)/bin/mypy appliance waf rules cc authn
 	$(VENV)/bin/pytest -q
 

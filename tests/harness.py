@@ -172,9 +172,9 @@ def appliance_config(tmp: Path, port: int, admin_port: int, body: str, extra: st
 
 def start_appliance(
     tmp: Path, domains: str, extra: str = "", env: dict[str, str] | None = None, state_dir: Path | None = None,
-    workers: int = 2,
+    workers: int = 2, port: int | None = None,
 ) -> Appliance:
-    port, admin_port = free_port(), free_port()
+    port, admin_port = port or free_port(), free_port()
     config = tmp / "edgeward.yaml"
     config.write_text(appliance_config(tmp, port, admin_port, domains, extra, state_dir, workers))
     stderr = tmp / "edgeward.stderr"
@@ -211,3 +211,9 @@ def raw_request(port: int, data: bytes, timeout: float = 3.0, source: str = "127
         except socket.timeout:
             pass
         return out
+
+
+def chromium_args(*extra: str) -> list[str]:
+    """Headless Chromium as root on a closed network: no sandbox, no background traffic."""
+    return ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", *extra]

@@ -144,9 +144,45 @@ class HmacMethodConfig(Strict):
     algorithms: list[Literal["hmac-sha256", "hmac-sha512"]] = ["hmac-sha256", "hmac-sha512"]
 
 
+class OidcMethodConfig(Strict):
+    issuer: str  # https://, or http:// on a loopback address
+    client_id: str
+    client_secret_env: str  # the environment variable that holds the client secret
+    scopes: list[str] = ["openid", "email", "profile", "offline_access"]
+    redirect_path: str = "/.edgeward/oidc/callback"
+    logout_path: str = "/.edgeward/oidc/logout"
+    post_logout_redirect_uri: str | None = None
+    session_lifetime: Duration = 8 * 3600.0  # absolute
+    session_idle: Duration = 3600.0
+    cookie_name: str = Field(default="ew_session", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    bearer_only: bool = False  # an API: access tokens only, 401 instead of a redirect
+    introspection: bool = False  # check opaque access tokens with RFC 7662 (JWT ones are checked locally)
+    audiences: list[str] = []  # bearer tokens must name one of these in aud (when set)
+    required_scopes: list[str] = []
+    required_groups: list[str] = []  # any one of them
+    groups_claim: str = "groups"
+    access_token_header: Literal["authorization", "x-access-token", "none"] = "authorization"
+    userinfo_claims: list[str] = ["sub", "email", "name", "groups"]  # X-Userinfo: base64 JSON of these
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "::1", "localhost")):
+            raise ValueError("must be https:// (http:// only on a loopback address)")
+        return value
+
+    @field_validator("redirect_path", "logout_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or value.startswith("//"):
+            raise ValueError("must be a path such as /.edgeward/oidc/callback")
+        return value
+
+
 class AuthConfig(Strict):
     enabled: bool = True
-    methods: list[Literal["key", "basic", "jwt", "hmac"]] = []  # any one suffices
+    methods: list[Literal["key", "basic", "jwt", "hmac", "oidc"]] = []  # any one suffices (oidc: alone)
     allow: list[str] = []  # consumers or groups; empty: every authenticated consumer
     anonymous: str | None = None  # the consumer of requests without credentials (else 401)
     hide_credentials: bool = True  # the upstream never sees the credential
@@ -154,6 +190,7 @@ class AuthConfig(Strict):
     basic: BasicMethodConfig = BasicMethodConfig()
     jwt: JwtMethodConfig | None = None
     hmac: HmacMethodConfig = HmacMethodConfig()
+    oidc: OidcMethodConfig | None = None
 
     @model_validator(mode="before")
     @classmethod

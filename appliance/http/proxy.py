@@ -342,7 +342,7 @@ class Proxy:
                 outcome.sent = await send_local(send, verdict.status, ctx.request_id, ctx.accept, None, verdict.headers)
                 return
         await send({"type": "http.response.start", "status": response.status,
-                    "headers": response_headers(response.headers, ctx.request_id)})
+                    "headers": response_headers(response.headers, ctx.request_id) + ctx.response_extra})
         outcome.started = True
         if whole is not None:
             outcome.sent = len(whole)

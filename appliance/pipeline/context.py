@@ -81,6 +81,7 @@ class RequestContext:
     drop_headers: frozenset[bytes] = frozenset()  # credential headers the upstream must not see
     add_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # set by stages for the upstream (claims)
     auth_pending: bool = False  # authentication waits for the body (a signature over form fields)
+    response_extra: list[tuple[bytes, bytes]] = field(default_factory=list)  # added to the upstream's response (a cookie)
     body: bytes = b""  # request body read so far; the proxy sends it first, then streams the rest
     spool: Spool | None = None  # instead of ``body`` once the body read outgrew memory (body.SPOOL_OVER)
     body_complete: bool = False

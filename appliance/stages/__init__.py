@@ -7,6 +7,7 @@ stage reads its own config section, merged route-over-domain by ``merge_section`
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from collections.abc import Callable
@@ -18,6 +19,9 @@ from authn.consumers import BasicCredential, Consumer, KeyCredential, Registry
 from authn.hmacauth import HigressHmac, HmacAuth, HmacCredential, MessageSignatures
 from authn.jwks import JWKSCache
 from authn.jwtauth import JwtAuth, JwtSettings, StaticKey
+from authn.oidc import OidcFlows
+from authn.oidc import Provider as OidcProvider
+from authn.oidc import Settings as OidcSettings
 from cc.challenge import Challenges, load_key
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from cc.geoip import CountryDB
@@ -43,6 +47,7 @@ from appliance.stages.access import AccessStage
 from appliance.stages.accesslog import AccessLogStage
 from appliance.stages.audit import AuditStage
 from appliance.stages.authn import AuthnBodyStage, AuthnStage
+from appliance.stages.oidc import OidcStage
 from appliance.stages.cc import CCStage
 from appliance.stages.canary import Canary, CanaryStats
 from appliance.stages.metrics import MetricsStage
@@ -63,6 +68,7 @@ class Shared:
     limiter: Limiter | None = None  # the CC stage's Redis pool and fallback state
     registry: tuple[int, Registry] | None = None  # the consumers of one config (by its identity)
     jwks: dict[str, JWKSCache] = field(default_factory=dict)  # by URL, kept across generations
+    oidc_providers: dict[str, OidcProvider] = field(default_factory=dict)  # by issuer: discovery and keys kept
 
     def registry_for(self, config: Config) -> Registry:
         """The config's consumers and credentials, built once per config."""
@@ -230,7 +236,9 @@ def _authn(cfg: AuthConfig, site: Site) -> Stage | None:
     if not cfg.enabled:
         return None
     if not cfg.methods:  # checked once merged: a route may set only allow and take its domain's methods
-        raise StageConfigError("auth", "needs methods (key, basic, jwt), or auth: off")
+        raise StageConfigError("auth", "needs methods (key, basic, jwt, hmac, oidc), or auth: off")
+    if "oidc" in cfg.methods:
+        return _oidc(cfg, site)
     registry = site.shared.registry_for(site.config)
     if "jwt" not in cfg.methods:  # a JWT names subjects of its own; the other methods only declared consumers
         known = set(registry.consumers) | {g for c in registry.consumers.values() for g in c.groups}
@@ -260,6 +268,22 @@ def _authn(cfg: AuthConfig, site: Site) -> Stage | None:
     body = hmac is not None and (cfg.hmac.validate_body or cfg.hmac.format != "apisix")
     cls = AuthnBodyStage if body else AuthnStage
     return cls(cfg, registry, jwt, hmac)
+
+
+def _oidc(cfg: AuthConfig, site: Site) -> Stage:
+    """OpenID Connect: alone on a route (a browser session or a provider's access token)."""
+    if cfg.methods != ["oidc"] or cfg.oidc is None:
+        raise StageConfigError("auth.oidc", "the oidc method goes alone, with auth.oidc (issuer, client_id, client_secret_env)")
+    o = cfg.oidc
+    secret = os.environ.get(o.client_secret_env)
+    if not secret:
+        raise StageConfigError("auth.oidc.client_secret_env", f"the environment has no {o.client_secret_env}")
+    key = base64.urlsafe_b64encode(load_key(site.config.state_dir / "keys" / "oidc-session.key"))
+    settings = OidcSettings(o.issuer, o.client_id, secret, list(o.scopes), o.redirect_path, o.logout_path,
+                            o.post_logout_redirect_uri, o.session_lifetime, o.session_idle, o.cookie_name, key,
+                            o.bearer_only, o.introspection, list(o.userinfo_claims))
+    provider = site.shared.oidc_providers.setdefault(o.issuer, OidcProvider(o.issuer))
+    return OidcStage(cfg, o, OidcFlows(settings, provider), site.shared.registry_for(site.config))
 
 
 def _jwt_settings(cfg: JwtMethodConfig, shared: Shared) -> JwtSettings:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ..harness import EDGEWARD, Appliance, Upstream, appliance_config, free_port, start_appliance, stop
+from ..harness import EDGEWARD, Appliance, Upstream, appliance_config, chromium_args, free_port, start_appliance, stop
 
 AUTH = {"Authorization": "Bearer test-admin-token"}
 
@@ -253,9 +253,7 @@ def test_a_javascript_proof_of_work_is_solved_by_a_real_browser(tmp_path: Path, 
         assert page_for_bots.status_code == 429 and "text/html" in page_for_bots.headers["content-type"]
         assert 'data-difficulty="12"' in page_for_bots.text
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", f"--host-resolver-rules=MAP cc.test 127.0.0.1:{app.port}"])
+            browser = p.chromium.launch(executable_path=chromium, headless=True, args=chromium_args(f"--host-resolver-rules=MAP cc.test 127.0.0.1:{app.port}"))
             try:
                 page = browser.new_page()
                 response = page.goto(f"http://cc.test:{app.port}/app?from=chromium")
