@@ -155,6 +155,7 @@ class OidcMethodConfig(Strict):
     session_lifetime: Duration = 8 * 3600.0  # absolute
     session_idle: Duration = 3600.0
     cookie_name: str = Field(default="ew_session", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    session_store: Literal["cookie", "redis"] = "cookie"  # redis: the cookie holds an id; the tokens stay in Redis
     bearer_only: bool = False  # an API: access tokens only, 401 instead of a redirect
     introspection: bool = False  # check opaque access tokens with RFC 7662 (JWT ones are checked locally)
     audiences: list[str] = []  # bearer tokens must name one of these in aud (when set)

@@ -202,9 +202,11 @@ class Config(Strict):
         return self
 
     def needs_redis(self) -> bool:
-        """CC counts and HMAC replay protection need a Redis shared by the node's workers."""
+        """CC counts, HMAC replay protection and OIDC sessions in Redis need a Redis shared by the
+        node's workers."""
         sections = [d.auth for d in self.domains] + [r.auth for d in self.domains for r in d.routes]
-        return self.uses_cc() or any(s is not None and "hmac" in s.methods for s in sections)
+        return self.uses_cc() or any(s is not None and ("hmac" in s.methods or (
+            s.oidc is not None and s.oidc.session_store == "redis")) for s in sections)
 
     def uses_cc(self) -> bool:
         """Whether any domain or route throttles or bans (then the node needs Redis)."""

@@ -283,7 +283,12 @@ def _oidc(cfg: AuthConfig, site: Site) -> Stage:
                             o.post_logout_redirect_uri, o.session_lifetime, o.session_idle, o.cookie_name, key,
                             o.bearer_only, o.introspection, list(o.userinfo_claims))
     provider = site.shared.oidc_providers.setdefault(o.issuer, OidcProvider(o.issuer))
-    return OidcStage(cfg, o, OidcFlows(settings, provider), site.shared.registry_for(site.config))
+    redis = None
+    if o.session_store == "redis":
+        if site.shared.limiter is None:
+            raise StageConfigError("auth.oidc.session_store", "redis sessions need redis: (or the node's private redis-server)")
+        redis = site.shared.limiter.redis
+    return OidcStage(cfg, o, OidcFlows(settings, provider), site.shared.registry_for(site.config), redis)
 
 
 def _jwt_settings(cfg: JwtMethodConfig, shared: Shared) -> JwtSettings:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import secrets
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
 import jwt
+from redis.exceptions import RedisError
 from authn.consumers import Consumer, Registry
 from authn.oidc import FLOW_COOKIE, FLOW_TTL, LoginFailed, OidcFlows, ProviderDown
 
@@ -28,6 +30,10 @@ from appliance.pipeline.verdict import Verdict
 from appliance.stages.cc import cookies, header
 
 log = logging.getLogger("edgeward.oidc")
+
+
+def _key(session_id: str) -> str:
+    return f"ew:{{{session_id}}}:oidc"
 REFRESH_BEFORE = 60.0  # seconds before the access token expires
 SEEN_EVERY = 60.0  # the idle clock in the cookie moves at most once a minute (one Set-Cookie a minute)
 INTROSPECTED = 30.0  # an introspection answer is reused this long
@@ -38,8 +44,10 @@ class OidcStage(Stage):
     section: ClassVar[str | None] = "auth"
     schema = AuthConfig
 
-    def __init__(self, cfg: AuthConfig, oidc: OidcMethodConfig, flows: OidcFlows, registry: Registry) -> None:
+    def __init__(self, cfg: AuthConfig, oidc: OidcMethodConfig, flows: OidcFlows, registry: Registry,
+                 redis: Any = None) -> None:
         self.cfg = oidc
+        self.redis = redis  # session_store: redis (redis-py client of the node's Limiter); None: in the cookie
         self.flows = flows
         self.registry = registry
         self.allow = frozenset(cfg.allow)
@@ -115,7 +123,7 @@ class OidcStage(Stage):
             if self.cfg.bearer_only:
                 return self.unauthenticated
             jar = cookies(headers)
-            session = self.flows.session(jar.get(self.cookie))
+            session = await self._load(jar.get(self.cookie))
             if session is not None:
                 return await self._with_session(ctx, session)
             if not self._is_browser(headers) or ctx.method not in ("GET", "HEAD"):
@@ -127,6 +135,9 @@ class OidcStage(Stage):
             ], kind="challenge", body=b"Signing in.\n")
         except ProviderDown as exc:
             log.warning("oidc: %s", exc)
+            return self.unavailable
+        except (RedisError, OSError) as exc:  # the session store: closed, never a pass
+            log.warning("oidc: the session store failed: %s", exc)
             return self.unavailable
 
     async def _callback(self, ctx: RequestContext, headers: Sequence[tuple[bytes, bytes]]) -> Verdict | None:
@@ -141,12 +152,16 @@ class OidcStage(Stage):
         except LoginFailed as exc:
             log.info("oidc: login refused: %s", exc)
             return Verdict(401, "auth.login_failed", [clear_flow], body=b"Sign-in failed; start again from the page.\n")
-        cookie = f"{self.cookie}={self.flows.seal(session)}{self._attributes(ctx, int(self.cfg.session_lifetime))}"
+        cookie = f"{self.cookie}={await self._save(session, None)}{self._attributes(ctx, int(self.cfg.session_lifetime))}"
         return Verdict(302, "auth.login_complete", [(b"location", return_to.encode()), clear_flow,
                                                    (b"set-cookie", cookie.encode())], kind="challenge",
                        body=b"Signed in.\n")
 
     async def _logout(self, ctx: RequestContext) -> Verdict:
+        if self.redis is not None:  # the server-side session ends too, not only the browser's cookie
+            handle = self.flows.open(cookies(ctx.scope.get("headers") or ()).get(self.cookie), self.cfg.session_lifetime)
+            if handle is not None and isinstance(handle.get("id"), str):
+                await self.redis.delete(_key(handle["id"]))
         target = await self.flows.logout_url(None) or "/"
         return Verdict(302, "auth.logout", [(b"location", target.encode()),
                                             (b"set-cookie", f"{self.cookie}={self._attributes(ctx, 0)}".encode())],
@@ -164,13 +179,40 @@ class OidcStage(Stage):
         if now - float(session.get("seen", 0)) > SEEN_EVERY:
             session["seen"], changed = now, True
         if changed:
-            cookie = f"{self.cookie}={self.flows.seal(session)}{self._attributes(ctx, int(self.cfg.session_lifetime))}"
-            ctx.response_extra.append((b"set-cookie", cookie.encode()))
+            value = await self._save(session, session.get("_id"))
+            if self.redis is None:  # with Redis the cookie (the session's id) stays as it is
+                cookie = f"{self.cookie}={value}{self._attributes(ctx, int(self.cfg.session_lifetime))}"
+                ctx.response_extra.append((b"set-cookie", cookie.encode()))
         claims = {"sub": session["sub"], **session.get("claims", {})}
         verdict = self._authorized(ctx, claims, str(session.get("scope", "")))
         if verdict is None:
             self._upstream(ctx, claims, session.get("access"), "oidc:" + str(session["sub"]))
         return verdict
+
+    # -- where sessions live -----------------------------------------------------------------------
+
+    async def _load(self, cookie: str | None) -> dict[str, Any] | None:
+        if self.redis is None:
+            return self.flows.session(cookie)
+        handle = self.flows.open(cookie, self.cfg.session_lifetime)
+        if handle is None or not isinstance(handle.get("id"), str):
+            return None
+        raw = await self.redis.get(_key(handle["id"]))
+        if raw is None:
+            return None
+        session = self.flows.session(raw.decode())  # sealed in Redis too: the same timeouts, the same checks
+        if session is not None:
+            session["_id"] = handle["id"]
+        return session
+
+    async def _save(self, session: dict[str, Any], session_id: str | None) -> str:
+        """The cookie's value: the sealed session, or (Redis) the sealed id of the stored one."""
+        if self.redis is None:
+            return self.flows.seal(session)
+        session_id = session_id or secrets.token_urlsafe(24)
+        stored = {k: v for k, v in session.items() if k != "_id"}
+        await self.redis.set(_key(session_id), self.flows.seal(stored), px=int(self.cfg.session_lifetime * 1000))
+        return self.flows.seal({"id": session_id})
 
     async def _bearer(self, ctx: RequestContext, values: list[bytes]) -> Verdict | None:
         if len(values) != 1:
@@ -179,6 +221,10 @@ class OidcStage(Stage):
         claims = await self._token_claims(token)
         if claims is None:
             return self.invalid_token
+        if self.cfg.audiences:  # a valid token for another audience: known, but not allowed here
+            aud = claims.get("aud")
+            if not ({aud} if isinstance(aud, str) else set(aud or [])) & set(self.cfg.audiences):
+                return self.forbidden
         verdict = self._authorized(ctx, claims, str(claims.get("scope", "")))
         if verdict is None:
             self._upstream(ctx, claims, token, "oidc:" + str(claims.get("sub", claims.get("client_id", ""))))
@@ -197,8 +243,7 @@ class OidcStage(Stage):
                 return None
             try:
                 claims: dict[str, Any] = jwt.decode(token, found[0].key, algorithms=[head["alg"]], issuer=meta["issuer"],
-                                                    audience=c.audiences or None, leeway=30,
-                                                    options={"require": ["exp", "iat"], "verify_aud": bool(c.audiences)})
+                                                    leeway=30, options={"require": ["exp", "iat"], "verify_aud": False})
             except jwt.PyJWTError:
                 return None
             return claims
@@ -209,11 +254,6 @@ class OidcStage(Stage):
         if cached is not None and cached[1] > now:
             return cached[0]
         answer = await flows.introspect(token)
-        if answer is not None and c.audiences:
-            aud = answer.get("aud")
-            auds = {aud} if isinstance(aud, str) else set(aud or [])
-            if not auds & set(c.audiences):
-                answer = None
         if len(self._introspected) > 10_000:
             self._introspected.clear()
         self._introspected[token] = (answer, now + INTROSPECTED)

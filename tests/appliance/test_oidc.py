@@ -27,7 +27,8 @@ def idp_and_app(tmp_path_factory: pytest.TempPathFactory, upstream_a: Upstream) 
         pytest.skip(why)
     port = free_port()
     base = f"http://app.test:{port}"
-    idp = start_idp(f"{base}/.edgeward/oidc/callback", f"{base}/bye", access_ttl=62)
+    idp = start_idp(f"{base}/.edgeward/oidc/callback,http://app2.test:{port}/.edgeward/oidc/callback", f"{base}/bye",
+                    access_ttl=62)
     oidc = (f"issuer: {idp.issuer}, client_id: edgeward, client_secret_env: OIDC_CLIENT_SECRET, "
             f"post_logout_redirect_uri: '{base}/bye', introspection: true, "
             "scopes: [openid, email, profile, groups, offline_access]")
@@ -43,6 +44,12 @@ def idp_and_app(tmp_path_factory: pytest.TempPathFactory, upstream_a: Upstream) 
         auth: {{oidc: {{{oidc}, bearer_only: true}}}}
       - path: /staff
         auth: {{oidc: {{{oidc}, required_groups: [staff]}}}}
+      - path: /partner
+        auth: {{oidc: {{{oidc}, bearer_only: true, audiences: [partner-api]}}}}
+  - hosts: [app2.test]
+    upstream: {upstream_a.url}
+    waf: {{mode: off}}
+    auth: {{methods: [oidc], oidc: {{{oidc}, session_store: redis}}}}
 """
     app = start_appliance(tmp_path_factory.mktemp("oidc"), domains, env={"OIDC_CLIENT_SECRET": CLIENT_SECRET}, port=port)
     yield idp, app
@@ -62,7 +69,7 @@ def provider_login(client: httpx.Client, response: httpx.Response, user: str) ->
     """Follow the provider's pages (login, consent) until it sends the browser back to the app."""
     for _ in range(10):
         location = response.headers.get("location")
-        if location is not None and "app.test" in location:
+        if location is not None and urlsplit(location).hostname in ("app.test", "app2.test"):
             return response
         if location is not None:
             response = client.get(response.url.join(location))
@@ -71,22 +78,22 @@ def provider_login(client: httpx.Client, response: httpx.Response, user: str) ->
     raise AssertionError("the provider never sent the browser back")
 
 
-def gateway(app: Appliance) -> httpx.Client:
-    """A client for the appliance that addresses it as app.test, with its own cookie jar."""
-    return httpx.Client(base_url=app.url, headers={"Host": f"app.test:{app.port}", "Accept": "text/html"}, timeout=15)
+def gateway(app: Appliance, host: str = "app.test") -> httpx.Client:
+    """A client for the appliance that addresses it as ``host``, with its own cookie jar."""
+    return httpx.Client(base_url=app.url, headers={"Host": f"{host}:{app.port}", "Accept": "text/html"}, timeout=15)
 
 
-def login_through_gateway(app: Appliance, idp: IdP, path: str = "/dashboard?x=1", user: str = "alice"
-                          ) -> tuple[httpx.Client, httpx.Response, str]:
+def login_through_gateway(app: Appliance, idp: IdP, path: str = "/dashboard?x=1", user: str = "alice",
+                          host: str = "app.test") -> tuple[httpx.Client, httpx.Response, str]:
     """(the gateway client with its session cookie, the callback's answer, the callback URL)."""
-    edge = gateway(app)
+    edge = gateway(app, host)
     start = edge.get(path)
     assert start.status_code == 302 and start.headers["location"].startswith(idp.issuer + "/auth?")
     query = parse_qs(urlsplit(start.headers["location"]).query)
     assert query["code_challenge_method"] == ["S256"] and query["state"] and query["nonce"]
     with httpx.Client(timeout=15) as browser_at_idp:
         back = provider_login(browser_at_idp, browser_at_idp.get(start.headers["location"]), user)
-    callback = back.headers["location"].replace(f"http://app.test:{app.port}", "")
+    callback = back.headers["location"].replace(f"http://{host}:{app.port}", "")
     return edge, edge.get(callback), callback
 
 
@@ -180,15 +187,16 @@ def test_the_return_url_stays_on_the_site(idp_and_app: tuple[IdP, Appliance]) ->
 def pkce_token(idp: IdP, user: str = "alice") -> str:
     """An access token straight from the provider (authorization code with PKCE), for the API tests."""
     verifier = secrets.token_urlsafe(48)
+    redirect = idp.redirect_uri.split(",")[0]
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     with httpx.Client(timeout=15) as client:
         start = client.get(f"{idp.issuer}/auth", params={
-            "client_id": "edgeward", "response_type": "code", "redirect_uri": idp.redirect_uri, "scope": "openid email",
+            "client_id": "edgeward", "response_type": "code", "redirect_uri": redirect, "scope": "openid email",
             "state": "s", "nonce": "n", "code_challenge": challenge, "code_challenge_method": "S256"})
         back = provider_login(client, start, user)
         code = parse_qs(urlsplit(back.headers["location"]).query)["code"][0]
         tokens = client.post(f"{idp.issuer}/token", auth=("edgeward", CLIENT_SECRET), data={
-            "grant_type": "authorization_code", "code": code, "redirect_uri": idp.redirect_uri, "code_verifier": verifier})
+            "grant_type": "authorization_code", "code": code, "redirect_uri": redirect, "code_verifier": verifier})
         tokens.raise_for_status()
         return str(tokens.json()["access_token"])
 
@@ -206,6 +214,35 @@ def test_api_routes_take_access_tokens_and_never_redirect(idp_and_app: tuple[IdP
         assert bad.status_code == 401 and 'error="invalid_token"' in bad.headers["www-authenticate"]
         staff_only = api.get("/staff", headers={"Authorization": f"Bearer {pkce_token(idp, 'bob')}"})
         assert staff_only.status_code in (401, 403)  # bob's token carries no staff group
+        other_audience = api.get("/partner/x", headers={"Authorization": f"Bearer {token}"})
+        assert other_audience.status_code == 403  # a valid token, for another audience
+        assert 'error="insufficient_scope"' in other_audience.headers["www-authenticate"]
+
+
+def test_sessions_can_live_in_redis_and_end_there_at_logout(idp_and_app: tuple[IdP, Appliance]) -> None:
+    import subprocess
+
+    idp, app = idp_and_app
+    edge, done, _ = login_through_gateway(app, idp, host="app2.test")
+    try:
+        assert done.status_code == 302 and edge.get("/dashboard").status_code == 200
+        assert len(edge.cookies["ew_session"]) < 200  # an id: the tokens stay in Redis
+        socket = yaml_state(app) / "run" / "cc-redis.sock"
+        keys = subprocess.run(["redis-cli", "-s", str(socket), "--scan", "--pattern", "ew:*:oidc"],
+                              capture_output=True, text=True, timeout=10).stdout.split()
+        assert len(keys) == 1
+        assert edge.get("/.edgeward/oidc/logout").status_code == 302
+        assert not subprocess.run(["redis-cli", "-s", str(socket), "--scan", "--pattern", "ew:*:oidc"],
+                                  capture_output=True, text=True, timeout=10).stdout.split()
+    finally:
+        edge.close()
+
+
+def yaml_state(app: Appliance) -> "Path":
+    import yaml
+    from pathlib import Path
+
+    return Path(yaml.safe_load(app.config.read_text())["state_dir"])
 
 
 def test_a_wrong_nonce_is_refused() -> None:

@@ -1,4 +1,4 @@
-// A real OpenID provider for the tests (oidc-provider): node idp.js PORT REDIRECT_URI POST_LOGOUT_URI
+// A real OpenID provider for the tests (oidc-provider): node idp.js PORT REDIRECT_URI[,...] POST_LOGOUT_URI
 // One confidential client "edgeward" (authorization code with PKCE, refresh tokens, introspection),
 // users log in with any name and the password "secret" on the provider's development login form.
 import Provider from 'oidc-provider';
@@ -11,7 +11,7 @@ const configuration = {
   clients: [{
     client_id: 'edgeward',
     client_secret: 'edgeward-client-secret',
-    redirect_uris: [redirectUri],
+    redirect_uris: redirectUri.split(','),
     post_logout_redirect_uris: [postLogoutUri],
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
