@@ -142,6 +142,7 @@ class HmacMethodConfig(Strict):
     validate_body: bool = False  # the body must match a signed Digest header (SHA-256)
     max_body: Size = 1024 * 1024  # a body to validate may not be larger (413)
     algorithms: list[Literal["hmac-sha256", "hmac-sha512"]] = ["hmac-sha256", "hmac-sha512"]
+    failure_status: Literal[401, 400] = 401  # 400: what Higress answers, for clients written against it
 
 
 class OidcMethodConfig(Strict):

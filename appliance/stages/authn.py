@@ -64,6 +64,7 @@ class AuthnStage(Stage):
             [self.jwt.challenge] if self.jwt else []) + ([self.hmac.challenge] if self.hmac else [])
         self.unauthenticated = Verdict(401, "auth.unauthenticated", [(b"www-authenticate", c) for c in challenges])
         self.forbidden = Verdict(403, "auth.forbidden")
+        self.hmac_failed = Verdict(cfg.hmac.failure_status, "auth.unauthenticated", self.unauthenticated.headers)
         hidden: set[bytes] = set()
         if self.key is not None and self.key.header is not None:
             hidden.add(self.key.header)
@@ -95,7 +96,7 @@ class AuthnStage(Stage):
                 ctx.auth_pending = True
                 return None
             if result is INVALID:
-                return self.unauthenticated
+                return self.hmac_failed if method is self.hmac else self.unauthenticated
             if result is not None:
                 identity = result
                 break
@@ -141,10 +142,10 @@ class AuthnBodyStage(AuthnStage):
             assert isinstance(self.hmac, HigressHmac)
             result = await self.hmac.authenticate(view, ctx.body)
             if not isinstance(result, Identity):
-                return self.unauthenticated
+                return self.hmac_failed
             verdict = self._conclude(ctx, result, {})
             if verdict is not None:
                 return verdict
         if not self.hmac.body_matches(view, ctx.body):
-            return self.unauthenticated
+            return self.hmac_failed
         return None

@@ -164,7 +164,8 @@ def xca_sign(method: str, path: str, query: dict[str, str] | None = None, form: 
 def xca(tmp_path_factory: pytest.TempPathFactory, upstream_a: Upstream) -> Iterator[Appliance]:
     extra = "consumers:\n  - name: alice\n    credentials: [{type: hmac, key_id: alice-key, secret_env: ALICE_HMAC_SECRET}]\n"
     domains = (f"  - hosts: [hmac.test]\n    upstream: {upstream_a.url}\n    waf: {{mode: off}}\n"
-               "    auth: {methods: [hmac], hmac: {format: higress, validate_body: true}}\n")
+               "    auth: {methods: [hmac], hmac: {format: higress, validate_body: true}}\n"
+               "    routes:\n      - path: /compat\n        auth: {hmac: {format: higress, failure_status: 400}}\n")
     appliance = start_appliance(tmp_path_factory.mktemp("xca"), domains, extra, env={"ALICE_HMAC_SECRET": SECRET})
     yield appliance
     stop(appliance.proc)
@@ -200,6 +201,8 @@ def test_what_higress_lets_through_the_x_ca_scheme_refuses(xca: Appliance) -> No
                 b'{"item": 43}').status_code == 401  # Content-MD5 no longer matches
     no_md5 = xca_sign("POST", "/j", content_type="application/json")
     assert call(xca, "POST", "/j", no_md5, body).status_code == 401  # a body without Content-MD5 (validate_body)
+    assert call(xca, "GET", "/compat", xca_sign("GET", "/compat", secret="guess")).status_code == 400  # Higress's status
+    assert call(xca, "GET", "/compat", xca_sign("GET", "/compat")).status_code == 200
     empty_form = xca_sign("POST", "/f", content_type="application/x-www-form-urlencoded", key="mallory")
     assert call(xca, "POST", "/f", empty_form, b"").status_code == 401  # a form without a body is still checked
 
