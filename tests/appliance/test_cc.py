@@ -89,8 +89,8 @@ def test_cookie_keys_fall_back_to_the_address_and_never_store_the_cookie(
             assert statuses == [200, 200, 200, 429], cookie
         assert [get(app).status_code for _ in range(4)] == [200, 200, 200, 429]  # no cookie: the address's own count
         # a huge value and one that looks like a Redis command are only bytes to hash
-        assert get(app, Cookie="session=" + "A" * 20000).status_code in (200, 400, 431)
-        assert get(app, Cookie="session=FLUSHALL;EVAL \"redis.call('FLUSHALL')\" 0").status_code in (200, 429)
+        assert get(app, Cookie="session=" + "A" * 6000).status_code == 200  # under the upstream's own header limit
+        assert get(app, Cookie="session=FLUSHALL;EVAL \"redis.call('FLUSHALL')\" 0").status_code == 200
         keys = redis_server.cli("--scan")
         assert secret not in keys and "FLUSHALL" not in keys and max(len(k) for k in keys.split()) < 120
         assert ":rl:" in keys
@@ -107,8 +107,11 @@ def test_a_rule_exceeded_too_often_bans_the_key_until_it_expires(tmp_path: Path,
         assert banned.status_code == 403 and 1 <= int(banned.headers["retry-after"]) <= 3
         listed = json.loads(cli(app, "bans", "--json").stdout.splitlines()[0])
         assert listed["key"] == "127.0.0.1" and listed["rule"] == "login" and 0 < listed["expires_in"] <= 3
-        time.sleep(3.2)
-        assert get(app).status_code in (200, 429)  # the ban is over; the window may still be full
+        deadline = time.monotonic() + 10
+        while (status := get(app).status_code) == 403:
+            assert time.monotonic() < deadline, "the ban never expired"
+            time.sleep(0.2)
+        assert status == 429  # the ban is over; the window (2 a minute) is still full
         assert cli(app, "bans").stdout.strip() == "no bans"
     finally:
         stop(app.proc)
@@ -196,8 +199,11 @@ def test_gcra_lets_a_burst_through_then_spaces_requests(tmp_path: Path, upstream
     try:
         statuses = [get(app).status_code for _ in range(4)]
         assert statuses[:3] == [200, 200, 200] and statuses[3] == 429
-        time.sleep(0.6)  # one emission interval (500 ms) frees one place
-        assert get(app).status_code == 200
+        refused_at = time.monotonic()
+        while get(app).status_code != 200:  # one emission interval (500 ms) frees one place
+            assert time.monotonic() - refused_at < 3, "no place freed"
+            time.sleep(0.05)
+        assert time.monotonic() - refused_at >= 0.2  # not at once: the bucket was empty
     finally:
         stop(app.proc)
 

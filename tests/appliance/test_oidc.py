@@ -131,10 +131,15 @@ def test_a_browser_signs_in_gets_a_refreshed_token_and_signs_out(idp_and_app: tu
             first_token = seen["authorization"]
             cookie = next(c for c in context.cookies() if c["name"] == "ew_session")
             assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
-            time.sleep(3)  # the access token (62 s) is now within a minute of expiring: refreshed
-            page.goto(f"{base}/next")
-            seen = {k.lower(): v for k, v in json.loads(page.inner_text("body"))["headers"]}
-            assert seen["x-consumer-username"] == "alice" and seen["authorization"] != first_token
+            deadline = time.monotonic() + 15
+            while True:  # within a minute of the (62 s) access token's expiry, the next request refreshes it
+                page.goto(f"{base}/next")
+                seen = {k.lower(): v for k, v in json.loads(page.inner_text("body"))["headers"]}
+                assert seen["x-consumer-username"] == "alice"
+                if seen["authorization"] != first_token:
+                    break
+                assert time.monotonic() < deadline, "the access token was never refreshed"
+                time.sleep(0.5)
             page.goto(f"{base}/.edgeward/oidc/logout")
             page.wait_for_url(re.compile(rf"{re.escape(idp.issuer)}/session/end.*"))
             page.click("button[autofocus], button[type=submit]")  # the provider asks to confirm
@@ -174,9 +179,9 @@ def test_the_callback_refuses_forged_state_replayed_codes_and_tampered_cookies(i
 
 def test_the_return_url_stays_on_the_site(idp_and_app: tuple[IdP, Appliance]) -> None:
     idp, app = idp_and_app
-    edge, done, _ = login_through_gateway(app, idp, "//evil.example/steal")
+    edge, done, _ = login_through_gateway(app, idp, app.url + "//evil.example/steal")  # the raw target is //evil...
     edge.close()
-    assert done.status_code == 302 and done.headers["location"].startswith("/") and "evil" not in done.headers["location"].split("/")[1]
+    assert done.status_code == 302 and done.headers["location"] == "/"
     from authn.oidc import same_site_target
 
     for bad in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "", "javascript:alert(1)"):
@@ -213,7 +218,7 @@ def test_api_routes_take_access_tokens_and_never_redirect(idp_and_app: tuple[IdP
         bad = api.get("/api/orders", headers={"Authorization": "Bearer not-a-token"})
         assert bad.status_code == 401 and 'error="invalid_token"' in bad.headers["www-authenticate"]
         staff_only = api.get("/staff", headers={"Authorization": f"Bearer {pkce_token(idp, 'bob')}"})
-        assert staff_only.status_code in (401, 403)  # bob's token carries no staff group
+        assert staff_only.status_code == 403  # bob's token carries no staff group
         other_audience = api.get("/partner/x", headers={"Authorization": f"Bearer {token}"})
         assert other_audience.status_code == 403  # a valid token, for another audience
         assert 'error="insufficient_scope"' in other_audience.headers["www-authenticate"]
@@ -277,14 +282,16 @@ def test_the_provider_down_is_a_clear_503(idp_and_app: tuple[IdP, Appliance]) ->
     token = pkce_token(idp)
     idp.stop()
     try:
-        with gateway(app) as browser:
-            down = browser.get("/fresh-visitor")
-            assert down.status_code in (302, 503)  # discovery is cached: a 302 to a provider that is down is fine too
         # an introspection that cannot reach the provider is a 503, never a pass or a crash
         with gateway(app) as api:
             answer = api.get("/api/x", headers={"Authorization": f"Bearer {token}x"})
             assert answer.status_code == 503 and answer.headers["x-request-id"]
-        assert edge.get("/dashboard").status_code in (200, 401, 503)  # a session: served while its token is fresh
+        # a session whose token must be refreshed (within a minute of its 62 s) meets the provider down: 503
+        deadline = time.monotonic() + 15
+        while (status := edge.get("/dashboard").status_code) == 200:
+            assert time.monotonic() < deadline, "the refresh never came due"
+            time.sleep(0.5)
+        assert status == 503
     finally:
         edge.close()
         idp.start()
