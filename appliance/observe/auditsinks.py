@@ -18,6 +18,8 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from appliance.observe.auditstore import take_batch
+
 log = logging.getLogger("edgeward.audit")
 
 _FACILITY_LOCAL0 = 16
@@ -75,15 +77,7 @@ class Sink:
             if first is None:
                 return
             batch = [first]
-            while len(batch) < self.BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
+            stopping = take_batch(self._queue, self.BATCH, batch)
             for attempt in range(self.RETRIES):
                 try:
                     self.send(batch)

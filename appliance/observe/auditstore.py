@@ -149,6 +149,20 @@ def day_of(epoch: float) -> str:
 
 # -- the writer ------------------------------------------------------------------------------------
 
+def take_batch(source: queue.Queue[Any], size: int, batch: list[Any], deadline: float | None = None) -> bool:
+    """Fill ``batch`` up to ``size`` from ``source``, waiting until ``deadline`` (monotonic) or,
+    without one, not at all; True when the closing sentinel (None) came."""
+    while len(batch) < size:
+        try:
+            item = source.get(timeout=max(0.0, deadline - time.monotonic())) if deadline is not None else source.get_nowait()
+        except queue.Empty:
+            return False
+        if item is None:
+            return True
+        batch.append(item)
+    return False
+
+
 def _alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -286,16 +300,7 @@ class AuditWriter:
                 pruned = time.monotonic()
                 self._prune(store)
             batch: list[dict[str, Any]] = []
-            deadline = time.monotonic() + self.INTERVAL
-            while len(batch) < self.BATCH:
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
+            stopping = take_batch(self._queue, self.BATCH, batch, time.monotonic() + self.INTERVAL)
             try:
                 if batch:
                     store.insert(batch)
