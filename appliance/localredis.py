@@ -11,7 +11,9 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
+from appliance.config.cc import LEASE
 from appliance.config.schema import Config
 
 
@@ -28,6 +30,17 @@ def redis_url(config: Config) -> str | None:
     if config.redis is not None and config.redis.url is not None:
         return config.redis.url
     return f"unix://{socket_path(config.state_dir)}" if config.needs_redis() else None
+
+
+def limiter_settings(config: Config) -> dict[str, Any] | None:
+    """The ``cc.store.Limiter`` arguments of the config (None: no Redis), for the workers, the
+    CLI and the admin API alike: they must agree on the lease, which a ban waits out."""
+    url = redis_url(config)
+    if url is None:
+        return None
+    redis = config.redis
+    return {"url": url, "timeout": redis.timeout if redis else 0.05, "cluster": bool(redis and redis.url and redis.cluster),
+            "lease": redis.lease if redis else LEASE, "workers": config.workers}
 
 
 def start(config: Config) -> subprocess.Popen[bytes] | None:

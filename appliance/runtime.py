@@ -12,7 +12,7 @@ import logging
 from cc.geoip import GeoIPError
 
 from appliance.config.schema import Config, DomainConfig, RouteConfig
-from appliance.localredis import redis_url
+from appliance.localredis import limiter_settings
 from appliance.pipeline.clientip import ClientIPResolver
 from appliance.pipeline.route import Domain, Route
 from appliance.pipeline.routing import HostTable, RouteTable
@@ -100,8 +100,7 @@ def compile_runtime(config: Config, generation: int, shared: Shared | None = Non
         shared.open_geoip(config.geoip.database if config.geoip else None)
     except GeoIPError as exc:
         raise RuntimeProblems([(("geoip", "database"), str(exc))]) from exc
-    shared.use_redis(redis_url(config), config.redis.timeout if config.redis else 0.05, config.workers,
-                     bool(config.redis and config.redis.url and config.redis.cluster))
+    shared.use_redis(limiter_settings(config))
     done = Pipeline(build_done_stages(config, shared))
     entries: list[tuple[str, Domain]] = []
     routes: list[Route] = []

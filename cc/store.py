@@ -7,6 +7,16 @@ and nodes. When Redis fails or is slower than the timeout, the limiter is degrad
 (no request waits on a Redis that is down) and each rule does what its ``on_redis_error`` says:
 ``open`` lets the request through, ``closed`` refuses it (503), ``local`` counts in this worker
 (``limits``' moving window in memory, the rule's amount shared out between the node's workers).
+
+Leases keep Redis off the path of busy keys. A round trip costs more than the rest of a proxied
+request, so a worker that sees many requests of one kind (the same rules, key values and address)
+asks the script to count the next ones at once: as many as it saw in the last lease period, and
+never more than 1/64 of the room any rule has left. It then admits that many itself until the
+lease ends (``redis.lease``, 250 ms by default), with no round trip. Near a limit the script grants
+no lease, so every request is decided in Redis and a limit of N still admits exactly N; far from
+it, a reservation a worker does not use is lost when its lease ends (the key's count includes it).
+A ban made while a lease runs applies to that lease's requests when it ends: the CLI and the admin
+API wait that long before they say a ban is in force.
 """
 from __future__ import annotations
 
@@ -42,6 +52,8 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 ALGORITHMS = {"fixed_window": 1, "sliding_window": 2, "gcra": 3}
 PREFIX = "ew"
 DEGRADED_FOR = 1.0  # seconds without trying Redis after it failed
+MAX_LEASE = 1000  # requests one lease may count
+MAX_LEASED_KINDS = 50_000  # kinds of request one worker tracks for leases; more go to Redis one by one
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +90,22 @@ class Decision:
 
 
 ALLOW = Decision("allow")
+
+
+class _Lease:
+    """What a worker knows of one kind of request: reserved counts it may still admit, and how
+    many requests of the kind it saw since it last asked (to size the next reservation)."""
+
+    __slots__ = ("tokens", "until", "seen", "since", "asking", "refused", "refused_until")
+
+    def __init__(self, now: float) -> None:
+        self.tokens = 0
+        self.until = 0.0
+        self.refused: Decision | None = None  # the last refusal, repeated here until a place frees
+        self.refused_until = 0.0
+        self.seen = 0
+        self.since = now
+        self.asking: asyncio.Future[None] | None = None  # a round trip under way for this kind
 
 
 # Every key about one value (an address, a hashed cookie) carries it as a hash tag, so in a Redis
@@ -120,11 +148,16 @@ class Plan:
 class Limiter:
     """One per worker process: a Redis pool, the script, the local fallback and the health state."""
 
-    def __init__(self, url: str, timeout: float = 0.05, workers: int = 1, cluster: bool = False) -> None:
+    def __init__(self, url: str, timeout: float = 0.05, workers: int = 1, cluster: bool = False,
+                 lease: float = 0.0) -> None:
+        self.settings = {"url": url, "timeout": timeout, "workers": workers, "cluster": cluster, "lease": lease}
         self.url = url
         self.timeout = timeout
         self.workers = max(1, workers)
         self.cluster = cluster
+        self.lease = 0.0 if cluster else lease  # a cluster call covers one value's rules: no leases
+        self._lease_ms = str(int(lease * 1000))
+        self._leases: dict[tuple[object, ...], _Lease] = {}
         options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": max(timeout, 0.05)}
         self.redis: Any
         self.direct = not cluster and not url.startswith(SENTINEL)  # the request path may use the channel
@@ -176,6 +209,52 @@ class Limiter:
         """Decide one request: ``values`` holds this request's key value for each rule of
         ``plan`` (None: the rule does not count it); ``address``, when given, is the client
         address whose ban applies too."""
+        if not self.lease or (address is None and all(v is None for v in values)):
+            return await self._check(plan, address, values, 1)
+        kind = (plan, address, *values)
+        lease = self._leases.get(kind)
+        now = time.monotonic()
+        if lease is None:
+            if len(self._leases) >= MAX_LEASED_KINDS and not self._forget(now):
+                return await self._check(plan, address, values, 1)
+            lease = self._leases[kind] = _Lease(now)
+        lease.seen += 1
+        if lease.asking is not None:  # wait for the reservation another request of the kind asked for
+            await asyncio.shield(lease.asking)
+            now = time.monotonic()
+        if lease.tokens > 0 and now < lease.until:
+            lease.tokens -= 1
+            return ALLOW
+        refused = lease.refused
+        if refused is not None and now < lease.refused_until:
+            return Decision("limited", refused.rule, refused.retry_after - (now - lease.since))
+        # as many as came in the last period, scaled to a lease; one for a kind seen the first time
+        want = 1 if lease.until == 0.0 and lease.seen == 1 else min(
+            MAX_LEASE, math.ceil(lease.seen * self.lease / max(now - lease.since, 0.001)))
+        lease.seen, lease.since = 0, now
+        asking = lease.asking = asyncio.get_running_loop().create_future()
+        try:
+            decision = await self._check(plan, address, values, want, lease)
+        finally:
+            if lease.asking is asking:
+                lease.asking = None
+            asking.set_result(None)
+        # No place frees before the retry time (counts only grow until then), so refusing this
+        # kind here until then is what Redis would answer. Not for rules that ban: each refusal
+        # counts towards the ban, in Redis.
+        if decision.kind == "limited" and decision.rule is not None and not decision.rule.ban_after:
+            lease.refused, lease.refused_until = decision, now + min(decision.retry_after, self.lease)
+        else:
+            lease.refused = None
+        return decision
+
+    def _forget(self, now: float) -> bool:
+        """Drop the kinds with no lease running; True when that made room."""
+        self._leases = {k: v for k, v in self._leases.items() if v.until > now or v.asking is not None}
+        return len(self._leases) < MAX_LEASED_KINDS
+
+    async def _check(self, plan: Plan, address: str | None, values: Sequence[str | None], want: int,
+                     lease: _Lease | None = None) -> Decision:
         included = tuple(i for i, v in enumerate(values) if v is not None)
         if not included and address is None:
             return ALLOW
@@ -185,7 +264,11 @@ class Limiter:
             if self.cluster:
                 decision = await self._decide_grouped(plan, address, values, included)
             else:
-                decision = await self._decide(plan, address, values, included)
+                decision, granted, lease_ms = await self._decide(plan, address, values, included, want)
+                if lease is not None and granted > 1:  # added to a reservation still running
+                    now = time.monotonic()
+                    lease.tokens = granted - 1 + (lease.tokens if now < lease.until else 0)
+                    lease.until = now + lease_ms / 1000
         except (RespError, RedisError, OSError) as exc:
             self._failed(exc)
             return await self._fallback([(plan.rules[i], values[i]) for i in included])  # type: ignore[misc]
@@ -194,9 +277,12 @@ class Limiter:
         return decision
 
     async def _decide(self, plan: Plan, address: str | None, values: Sequence[str | None],
-                      included: tuple[int, ...]) -> Decision:
-        """One script call for the whole request."""
+                      included: tuple[int, ...], want: int = 1) -> tuple[Decision, int, int]:
+        """One script call for the whole request: the decision, and the requests counted with it
+        (this one and the lease's) and how long the lease runs (ms)."""
         args = plan.args(included, address is not None)
+        if want > 1:
+            args = [*args, str(want), self._lease_ms]
         keys = [ban_key(address)] if address is not None else []
         keys += [ban_key(values[i]) for i in included]  # type: ignore[arg-type]
         for i in included:
@@ -208,15 +294,15 @@ class Limiter:
             result = await self._script(keys=keys, args=args)
         code = int(result[0])
         if code == 0:
-            return ALLOW
+            return ALLOW, int(result[1]), int(result[2])
         if code == 2:
             ttl = int(result[2])
-            return Decision("banned", None, ttl / 1000 if ttl > 0 else 0.0, value_of(keys[int(result[1]) - 1]))
+            return Decision("banned", None, ttl / 1000 if ttl > 0 else 0.0, value_of(keys[int(result[1]) - 1])), 0, 0
         index = included[int(result[1]) - 1]
         rule = plan.rules[index]
         if code == 3:
-            return Decision("banned", rule, int(result[2]) / 1000, values[index] or "")
-        return Decision("limited", rule, int(result[2]) / 1000)
+            return Decision("banned", rule, int(result[2]) / 1000, values[index] or ""), 0, 0
+        return Decision("limited", rule, int(result[2]) / 1000), 0, 0
 
     async def _decide_grouped(self, plan: Plan, address: str | None, values: Sequence[str | None],
                               included: tuple[int, ...]) -> Decision:
@@ -232,7 +318,7 @@ class Limiter:
             self._decide(plan, value if value == address else None, values, tuple(indexes))
             for value, indexes in groups.items()))
         for kind in ("banned", "limited"):
-            for decision in results:
+            for decision, _, _ in results:
                 if decision.kind == kind:
                     return decision
         return ALLOW
@@ -271,6 +357,7 @@ class Limiter:
     async def ban(self, value: str, seconds: float, reason: str, by: str) -> None:
         record = json.dumps({"reason": reason, "rule": None, "since": time.time(), "by": by})
         await self.redis.set(ban_key(value), record, px=int(seconds * 1000) if seconds > 0 else None)
+        await asyncio.sleep(self.lease)  # every lease granted before the ban has ended
 
     async def unban(self, value: str) -> bool:
         return bool(await self.redis.delete(ban_key(value)))

@@ -12,20 +12,21 @@ from starlette.routing import Route
 
 from appliance.admin.live import LiveConfig
 from appliance.config.types import parse_duration
-from appliance.localredis import redis_url
+from appliance.localredis import limiter_settings
 
 
 def cc_routes(live: LiveConfig) -> list[Route]:
     limiters: dict[str, Limiter] = {}
 
     def limiter() -> Limiter | None:
-        url = redis_url(live.config)
-        if url is None:
+        settings = limiter_settings(live.config)
+        if settings is None:
             return None
-        if url not in limiters:
-            config = live.config
-            limiters[url] = Limiter(url, timeout=2.0, cluster=bool(config.redis and config.redis.url and config.redis.cluster))
-        return limiters[url]
+        settings.update(timeout=2.0, workers=1)
+        key = repr(sorted(settings.items()))
+        if key not in limiters:
+            limiters[key] = Limiter(**settings)
+        return limiters[key]
 
     def problem(status: int, message: str) -> Response:
         return JSONResponse({"error": message}, status_code=status)

@@ -20,15 +20,14 @@ def with_limiter(args: argparse.Namespace, use: Callable[[Any], Awaitable[T]]) -
     from redis.exceptions import RedisError
 
     from appliance.errors import EdgewardError
-    from appliance.localredis import redis_url
+    from appliance.localredis import limiter_settings
 
-    config = load(args)
-    url = redis_url(config)
-    if url is None:
+    settings = limiter_settings(load(args))
+    if settings is None:
         raise EdgewardError("no cc rules and no redis: in the config: there are no bans to manage")
 
     async def run() -> T:
-        limiter = Limiter(url, timeout=2.0, cluster=bool(config.redis and config.redis.url and config.redis.cluster))
+        limiter = Limiter(**{**settings, "timeout": 2.0, "workers": 1})
         try:
             return await use(limiter)
         except (RedisError, OSError) as exc:

@@ -13,10 +13,14 @@ from pydantic import Field, field_validator, model_validator
 from appliance.config.types import Duration, Strict
 
 
+LEASE = 0.25
+
+
 class RedisConfig(Strict):
     url: str | None = None  # redis://, rediss:// or unix:// (a password: ${VAR}); none: the node's private server
     timeout: Duration = 0.05
     cluster: bool = False  # url names one node of a Redis Cluster; the others are discovered
+    lease: Duration = Field(default=LEASE, ge=0, le=5)  # how long a worker admits from a reservation (0: none)
 
     @field_validator("url")
     @classmethod

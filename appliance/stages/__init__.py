@@ -76,13 +76,12 @@ class Shared:
             self.registry = (id(config), registry_of(config))
         return self.registry[1]
 
-    def use_redis(self, url: str | None, timeout: float, workers: int, cluster: bool = False) -> None:
+    def use_redis(self, settings: dict[str, Any] | None) -> None:
         """Keep the limiter (and its pool) while the Redis settings stay the same."""
-        if url is None:
+        if settings is None:
             self.limiter = None
-        elif self.limiter is None or (self.limiter.url, self.limiter.timeout, self.limiter.workers,
-                                      self.limiter.cluster) != (url, timeout, workers, cluster):
-            self.limiter = Limiter(url, timeout, workers, cluster)
+        elif self.limiter is None or self.limiter.settings != settings:
+            self.limiter = Limiter(**settings)
 
     def open_geoip(self, path: Path | None) -> None:
         """Open the configured database (or keep the one already open); GeoIPError when it

@@ -15,6 +15,7 @@ import pytest
 from ..harness import EDGEWARD, Appliance, Upstream, appliance_config, chromium_args, free_port, start_appliance, stop
 
 AUTH = {"Authorization": "Bearer test-admin-token"}
+LEASE = 0.3  # a little over redis.lease (250 ms by default)
 
 
 def domain(upstream: Upstream, cc: str, host: str = "cc.test") -> str:
@@ -164,6 +165,7 @@ def test_each_on_redis_error_mode_with_redis_killed_and_restarted(
     app = start_appliance(tmp_path, domain(upstream_a, rules), f"redis: {redis_server.url}\n", workers=1)
     try:
         assert [get(app).status_code for _ in range(4)] == [200, 200, 200, 429]
+        time.sleep(LEASE)  # the worker repeats a refusal without asking Redis for at most redis.lease
         redis_server.stop()
         started = time.monotonic()
         statuses = [get(app).status_code for _ in range(5)]
@@ -188,6 +190,7 @@ def test_each_on_redis_error_mode_with_redis_killed_and_restarted(
             assert time.monotonic() < deadline, "never recovered"
             time.sleep(0.2)
         redis_server.cli("FLUSHALL")
+        time.sleep(LEASE)
         assert [get(app).status_code for _ in range(4)] == [200, 200, 200, 429]
     finally:
         stop(app.proc)
