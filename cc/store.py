@@ -96,7 +96,7 @@ class _Lease:
     """What a worker knows of one kind of request: reserved counts it may still admit, and how
     many requests of the kind it saw since it last asked (to size the next reservation)."""
 
-    __slots__ = ("tokens", "until", "seen", "since", "asking", "refused", "refused_until")
+    __slots__ = ("tokens", "until", "seen", "since", "created", "asking", "refused", "refused_until")
 
     def __init__(self, now: float) -> None:
         self.tokens = 0
@@ -104,7 +104,7 @@ class _Lease:
         self.refused: Decision | None = None  # the last refusal, repeated here until a place frees
         self.refused_until = 0.0
         self.seen = 0
-        self.since = now
+        self.since = self.created = now
         self.asking: asyncio.Future[None] | None = None  # a round trip under way for this kind
 
 
@@ -229,7 +229,7 @@ class Limiter:
         if refused is not None and now < lease.refused_until:
             return Decision("limited", refused.rule, refused.retry_after - (now - lease.since))
         # as many as came in the last period, scaled to a lease; one for a kind seen the first time
-        want = 1 if lease.until == 0.0 and lease.seen == 1 else min(
+        want = 1 if lease.seen == 1 and lease.since == lease.created else min(
             MAX_LEASE, math.ceil(lease.seen * self.lease / max(now - lease.since, 0.001)))
         lease.seen, lease.since = 0, now
         asking = lease.asking = asyncio.get_running_loop().create_future()

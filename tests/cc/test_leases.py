@@ -137,3 +137,17 @@ def test_kinds_are_leased_apart(redis_server: Any) -> None:
         assert counted == b"1"
 
     run(redis_server.url, 1, 0.25, body)
+
+
+def test_a_kind_asked_about_one_request_at_a_time_still_gets_leases(redis_server: Any) -> None:
+    """The first request of a kind asks for itself only; the next ones, coming fast, for a lease
+    (one by one, never two at once, as a keep-alive client's requests come)."""
+    plan = Plan([rule(100_000)])
+
+    async def body(limiters: list[Limiter]) -> int:
+        (worker,) = limiters
+        return sum([(await worker.check(plan, "192.0.2.1", ["192.0.2.1"])).kind == "allow" for _ in range(500)])
+
+    before = evalsha_calls(redis_server.url)
+    assert run(redis_server.url, 1, 0.25, body) == 500
+    assert evalsha_calls(redis_server.url) - before < 10
