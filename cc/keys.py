@@ -56,7 +56,14 @@ class KeyPart:
 
 
 def _digest(value: bytes) -> str:
+    if len(value) <= 256:
+        return _short_digest(value)
     return hashlib.sha256(value[:MAX_VALUE]).hexdigest()[:32]
+
+
+@functools.lru_cache(maxsize=16384)  # the same User-Agents, cookies and consumers come back
+def _short_digest(value: bytes) -> str:
+    return hashlib.sha256(value).hexdigest()[:32]
 
 
 def _cookie(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
@@ -66,6 +73,13 @@ def _cookie(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None
                 key, sep, found = pair.strip().partition(b"=")
                 if sep and key == name:
                     return found
+    return None
+
+
+def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for header, value in headers:
+        if header == name:
+            return value
     return None
 
 
@@ -90,7 +104,7 @@ class KeySpec:
     def value(self, request: KeyRequest) -> str | None:
         """The key's value for ``request`` (safe for a Redis key name), or None when a part is
         missing (no such cookie): the rule's fallback key is used then."""
-        out = []
+        out: list[str] = []
         for part in self.parts:
             if part.kind == "ip":
                 out.append(address_value(request.client_ip))
@@ -104,13 +118,13 @@ class KeySpec:
                 if part.kind == "cookie":
                     found = _cookie(request.headers, part.name.encode())
                 elif part.kind == "header":
-                    found = next((v for h, v in request.headers if h == part.name.encode()), None)
+                    found = _header(request.headers, part.name.encode())
                 else:
                     found = _query(request.query, part.name.encode())
                 if found is None:
                     return None
                 out.append(f"{part}={_digest(found)}")
-        return "|".join(out)
+        return out[0] if len(out) == 1 else "|".join(out)
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
