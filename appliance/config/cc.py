@@ -20,7 +20,14 @@ class RedisConfig(Strict):
     url: str | None = None  # redis://, rediss:// or unix:// (a password: ${VAR}); none: the node's private server
     timeout: Duration = 0.05
     cluster: bool = False  # url names one node of a Redis Cluster; the others are discovered
-    lease: Duration = Field(default=LEASE, ge=0, le=5)  # how long a worker admits from a reservation (0: none)
+    lease: Duration = LEASE  # how long a worker admits from a reservation (0: none)
+
+    @field_validator("lease")
+    @classmethod
+    def _lease(cls, value: float) -> float:
+        if not 0 <= value <= 5:
+            raise ValueError("must be between 0 and 5s (a ban waits this long to be in force everywhere)")
+        return value
 
     @field_validator("url")
     @classmethod

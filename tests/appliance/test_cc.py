@@ -219,6 +219,10 @@ def test_limits_and_keys_in_the_config_are_checked(tmp_path: Path, upstream_a: U
         config.write_text(appliance_config(tmp_path, free_port(), free_port(), domain(upstream_a, cc)))
         out = subprocess.run([EDGEWARD, "check", "-c", str(config)], capture_output=True, text=True, timeout=30)
         assert out.returncode == 2 and "cc" in out.stderr and words in out.stderr, (cc, out.stderr)
+    config.write_text(appliance_config(tmp_path, free_port(), free_port(), domain(upstream_a, "[{limit: 1/second}]"),
+                                       "redis:\n  lease: 10s\n"))
+    out = subprocess.run([EDGEWARD, "check", "-c", str(config)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "edgeward.yaml:7: redis.lease: " in out.stderr and "between 0 and 5s" in out.stderr, out.stderr
 
 
 def test_a_cookie_challenge_lets_browsers_through_and_keeps_cookieless_clients_throttled(
