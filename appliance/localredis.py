@@ -7,7 +7,9 @@ use it exactly as they would a shared one.
 """
 from __future__ import annotations
 
+import ctypes
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +17,8 @@ from typing import Any
 
 from appliance.config.cc import LEASE
 from appliance.config.schema import Config
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class LocalRedisError(Exception):
@@ -56,7 +60,7 @@ def start(config: Config) -> subprocess.Popen[bytes] | None:
     path.unlink(missing_ok=True)
     proc = subprocess.Popen([binary, "--port", "0", "--unixsocket", str(path), "--unixsocketperm", "700",
                              "--save", "", "--appendonly", "no", "--dir", str(path.parent), "--loglevel", "warning"],
-                            stdout=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent)
     deadline = time.monotonic() + 10
     while not path.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -64,6 +68,12 @@ def start(config: Config) -> subprocess.Popen[bytes] | None:
             raise LocalRedisError(f"redis-server did not start on {path}")
         time.sleep(0.02)
     return proc
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: Linux sends it SIGTERM when the supervisor dies, even by
+    SIGKILL, so no private server outlives the node that owned it."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def stop(proc: subprocess.Popen[bytes] | None) -> None:

@@ -1,7 +1,8 @@
 """The CC stage: throttles and bans (cc/store.py), before authentication and the WAF.
 
-One Redis round trip per request decides every rule of the route and every ban that applies
-(the client's address, each rule's key value). Rules keyed by ``consumer`` run in a second CC stage
+At most one Redis round trip per request decides every rule of the route and every ban that
+applies (the client's address, each rule's key value); busy kinds of request are admitted from
+leases without one (cc/store.py). Rules keyed by ``consumer`` run in a second CC stage
 after authentication (``after_auth``); all others before it. The bad-behaviour ban reads the
 status of each response in ``done`` and counts it in a task, never on the request path.
 """

@@ -79,6 +79,23 @@ def test_without_redis_configured_a_private_server_keeps_the_node_exact(
         ["redis-cli", "-s", str(tmp_path / "state" / "run" / "cc-redis.sock"), "ping"], capture_output=True).returncode != 0
 
 
+def test_the_private_server_stops_when_the_supervisor_is_killed(tmp_path: Path, upstream_a: Upstream) -> None:
+    app = start_appliance(tmp_path, domain(upstream_a, "[{key: ip, limit: 20/minute}]"))
+    socket = tmp_path / "state" / "run" / "cc-redis.sock"
+    children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(app.proc.pid)], capture_output=True, text=True).stdout.split()
+    try:
+        assert get(app).status_code == 200
+        app.proc.kill()  # SIGKILL: the supervisor runs no cleanup
+        app.proc.wait()
+        deadline = time.monotonic() + 10
+        while subprocess.run(["redis-cli", "-s", str(socket), "ping"], capture_output=True).returncode == 0:
+            assert time.monotonic() < deadline, "the private redis-server outlived its supervisor"
+            time.sleep(0.1)
+    finally:
+        for pid in children:  # the workers, should they outlive it too
+            subprocess.run(["kill", "-9", pid], capture_output=True)
+
+
 def test_cookie_keys_fall_back_to_the_address_and_never_store_the_cookie(
         tmp_path: Path, upstream_a: Upstream, redis_server: Any) -> None:
     rules = "[{name: session, key: 'cookie:session', limit: 3/minute}]"
