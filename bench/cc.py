@@ -2,7 +2,9 @@
 
 (1) wrk against Edgeward (2 workers, WAF off, so the CC stage is the only protection measured)
 with three CC rules on (Redis on loopback; limits high enough that nothing is refused) and with CC
-off, in the same run; prints the ratio (target >= 0.9).
+off, in the same run; prints the ratio (target >= 0.9). Both appliances run throughout and are
+measured in turn, several rounds: this 2-core machine's throughput drifts by 10 % and more from one
+run to the next, as much as what is measured, so one run of each says little.
 (2) 50 clients, each at half its limit, for --duration seconds, first alone, then while one more
 client floods at 20x its limit; prints the 429s the 50 got (target: none) and how their p99
 latency moved (target: < 20 %). Clients are told apart by X-Forwarded-For from a trusted proxy.
@@ -117,7 +119,8 @@ def flood(port: int, duration: float) -> tuple[tuple[list[float], int, int], tup
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=5, help="throughput: turns of CC off and CC on")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--only", choices=["throughput", "flood"], help="run one of the two parts")
     args = parser.parse_args()
@@ -132,27 +135,34 @@ def main() -> int:
             wait_port(origin)
             wait_port(redis_port)
             redis_url = f"redis://127.0.0.1:{redis_port}/0"
-            print(f"throughput, 2 workers, {args.connections} connections, {args.duration} s each "
-                  f"(CC off: the mean of a run before and one after)")
+            print(f"throughput, 2 workers, {args.connections} connections: CC off and CC on (3 rules, Redis on "
+                  f"loopback) both running, measured in turn ({args.rounds} rounds of {args.duration} s each, the "
+                  f"order swapped every round); the ratio is the median of the rounds'")
             # one client (one kind of request: address, network, User-Agent), as the target is stated;
             # then 1,000 client addresses (wrk's script rotates X-Forwarded-For), where few requests
             # of a kind come within a lease and most decisions are a round trip
             for waf, script in [] if args.only == "flood" else [(False, None), (True, None), (False, MANY)]:
-                results = {}
-                for name, cc in (("cc-off", ""), ("cc-on", RULES), ("cc-off-again", "")):
-                    proc, port = start(tmp, f"{name}-{waf}-{bool(script)}", cc, redis_url, origin, waf)
-                    try:
+                apps = {name: start(tmp, f"{name}-{waf}-{bool(script)}", cc, redis_url, origin, waf)
+                        for name, cc in (("off", ""), ("on", RULES))}
+                try:
+                    for _, port in apps.values():
                         wrk(port, "/", 3, args.connections, script=script)  # warm up
-                        results[name] = wrk(port, "/", args.duration, args.connections, script=script)
-                    finally:
-                        stop_all([proc])
-                off = (results["cc-off"].rps + results["cc-off-again"].rps) / 2
-                on = results["cc-on"]
+                    rounds = []
+                    for n in range(args.rounds):
+                        done = {}
+                        for name in ("off", "on") if n % 2 == 0 else ("on", "off"):
+                            done[name] = wrk(apps[name][1], "/", args.duration, args.connections, script=script)
+                        rounds.append((done["off"], done["on"]))
+                finally:
+                    stop_all([proc for proc, _ in apps.values()])
+                ratios = sorted(on.rps / off.rps for off, on in rounds)
                 label = "WAF on (CRS 3.3.4, PL1)" if waf else "WAF off (proxy only)"
                 if script:
                     label += ", 1,000 client addresses"
-                print(f"  {label}: CC off {off:.0f} req/s, CC on (3 rules, Redis on loopback) {on.rps:.0f} req/s, "
-                      f"{on.non_2xx} refused: {on.rps / off:.2f} of off{'' if script else ' (target >= 0.9)'}")
+                print(f"  {label}: " + ", ".join(f"{off.rps:.0f}/{on.rps:.0f}" for off, on in rounds)
+                      + f" req/s off/on, {sum(on.non_2xx for _, on in rounds)} refused: "
+                      f"{ratios[len(ratios) // 2]:.2f} of off (rounds {ratios[0]:.2f} to {ratios[-1]:.2f})"
+                      + ("" if script else " (target >= 0.9)"))
             if args.only == "throughput":
                 return 0
             proc, port = start(tmp, "flood", FLOOD_RULES, redis_url, origin)
