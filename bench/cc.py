@@ -154,7 +154,8 @@ def main() -> int:
                             done[name] = wrk(apps[name][1], "/", args.duration, args.connections, script=script)
                         rounds.append((done["off"], done["on"]))
                 finally:
-                    stop_all([proc for proc, _ in apps.values()])
+                    for proc, _ in apps.values():
+                        stop_all([proc])  # one at a time: stop_all sends SIGQUIT (nginx's) to all but the last
                 ratios = sorted(on.rps / off.rps for off, on in rounds)
                 label = "WAF on (CRS 3.3.4, PL1)" if waf else "WAF off (proxy only)"
                 if script:

@@ -6,7 +6,8 @@
 -- window, 2 sliding window, 3 gcra), amount, period (ms), burst, ban_after, ban window (ms), ban
 -- duration (ms) and the KEYS index of the ban key a ban of this rule sets; ARGV[1 + rule]: the
 -- description stored with a ban the rule makes; then "want" (how many requests of this kind the
--- caller expects within a lease; 1: this one only) and the longest lease (ms). The clock is the
+-- caller expects within a lease; 1: this one only), the longest lease (ms) and "ahead" (1: no
+-- request of its own; the caller keeps every count). The clock is the
 -- server's (TIME): every node and worker sees the same one.
 --
 -- A lease: when every rule has room for at least SHARE times more requests than the caller wants,
@@ -29,6 +30,7 @@ local nb = spec[1]
 local nr = spec[2]
 local want = tonumber(ARGV[nr + 2] or '1')
 local lease = tonumber(ARGV[nr + 3] or '0')
+local ahead = ARGV[nr + 4] == '1'  -- asked before any request needs it: its refusal bans nobody
 
 local looked = {}
 for i = 1, nb do
@@ -90,7 +92,7 @@ for r = 1, nr do
   end
   if retry >= 0 then
     local ban_after = spec[a + 5]
-    if ban_after > 0 then
+    if ban_after > 0 and not ahead then
       local exceeded_key = KEYS[nb + (r - 1) * 2 + 2]
       local exceeded = redis.call('INCR', exceeded_key)
       if exceeded == 1 then redis.call('PEXPIRE', exceeded_key, spec[a + 6]) end
@@ -132,5 +134,5 @@ for r = 1, nr do
     redis.call('SET', key, string.format('%.3f', tat), 'PX', math.max(1, math.ceil(tat - now)))
   end
 end
-if n == 1 then return {0, 1, 0} end
+if n == 1 and not ahead then return {0, 1, 0} end
 return {0, n, lease}

@@ -96,11 +96,13 @@ class _Lease:
     """What a worker knows of one kind of request: reserved counts it may still admit, and how
     many requests of the kind it saw since it last asked (to size the next reservation)."""
 
-    __slots__ = ("tokens", "until", "seen", "since", "created", "asking", "refused", "refused_until")
+    __slots__ = ("tokens", "until", "renew_at", "low", "seen", "since", "created", "asking", "refused", "refused_until")
 
     def __init__(self, now: float) -> None:
         self.tokens = 0
         self.until = 0.0
+        self.low = 0  # ask for the next reservation when this many are left
+        self.renew_at = 0.0  # or from this time on
         self.refused: Decision | None = None  # the last refusal, repeated here until a place frees
         self.refused_until = 0.0
         self.seen = 0
@@ -158,6 +160,7 @@ class Limiter:
         self.lease = 0.0 if cluster else lease  # a cluster call covers one value's rules: no leases
         self._lease_ms = str(int(lease * 1000))
         self._leases: dict[tuple[object, ...], _Lease] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": max(timeout, 0.05)}
         self.redis: Any
         self.direct = not cluster and not url.startswith(SENTINEL)  # the request path may use the channel
@@ -219,19 +222,19 @@ class Limiter:
                 return await self._check(plan, address, values, 1)
             lease = self._leases[kind] = _Lease(now)
         lease.seen += 1
-        if lease.asking is not None:  # wait for the reservation another request of the kind asked for
-            await asyncio.shield(lease.asking)
+        if lease.asking is not None and not (lease.tokens > 0 and now < lease.until):
+            await asyncio.shield(lease.asking)  # the reservation another request of the kind asked for
             now = time.monotonic()
         if lease.tokens > 0 and now < lease.until:
             lease.tokens -= 1
+            if (lease.tokens <= lease.low or now >= lease.renew_at) and lease.asking is None:
+                self._top_up(plan, address, values, lease, now)
             return ALLOW
         refused = lease.refused
         if refused is not None and now < lease.refused_until:
             return Decision("limited", refused.rule, refused.retry_after - (now - lease.since))
         # as many as came in the last period, scaled to a lease; one for a kind seen the first time
-        want = 1 if lease.seen == 1 and lease.since == lease.created else min(
-            MAX_LEASE, math.ceil(lease.seen * self.lease / max(now - lease.since, 0.001)))
-        lease.seen, lease.since = 0, now
+        want = 1 if lease.seen == 1 and lease.since == lease.created else self._want(lease, now)
         asking = lease.asking = asyncio.get_running_loop().create_future()
         try:
             decision = await self._check(plan, address, values, want, lease)
@@ -248,13 +251,48 @@ class Limiter:
             lease.refused = None
         return decision
 
+    def _want(self, lease: _Lease, now: float, have: int = 0) -> int:
+        """As many as came since the last reservation, scaled to a lease (less those in hand)."""
+        want = min(MAX_LEASE, math.ceil(lease.seen * self.lease / max(now - lease.since, 0.001)))
+        lease.seen, lease.since = 0, now
+        return max(1, want - have)
+
+    def _top_up(self, plan: Plan, address: str | None, values: Sequence[str | None], lease: _Lease,
+                now: float) -> None:
+        """Ask for the next reservation halfway through this one (or with a quarter of its
+        counts left), in a task: without it, every request of a busy kind waits for that round
+        trip when the lease runs out."""
+        loop = asyncio.get_running_loop()
+        asking = lease.asking = loop.create_future()
+
+        async def ask() -> None:
+            try:
+                decision = ALLOW
+                if time.monotonic() < self._degraded_until:
+                    decision = Decision("unavailable")
+                else:
+                    decision = await self._check(plan, address, values, self._want(lease, now, lease.tokens), lease,
+                                                 ahead=True)
+                if decision.kind != "allow":  # no more asking ahead: the requests ask when this one ends
+                    lease.low, lease.renew_at = -1, lease.until
+            finally:
+                if lease.asking is asking:
+                    lease.asking = None
+                asking.set_result(None)
+
+        task = loop.create_task(ask())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _forget(self, now: float) -> bool:
         """Drop the kinds with no lease running; True when that made room."""
         self._leases = {k: v for k, v in self._leases.items() if v.until > now or v.asking is not None}
         return len(self._leases) < MAX_LEASED_KINDS
 
     async def _check(self, plan: Plan, address: str | None, values: Sequence[str | None], want: int,
-                     lease: _Lease | None = None) -> Decision:
+                     lease: _Lease | None = None, ahead: bool = False) -> Decision:
+        """``ahead``: a reservation asked for before any request needs it (every count granted
+        goes to the lease; a refusal counts towards no ban; a failure falls back to nothing)."""
         included = tuple(i for i, v in enumerate(values) if v is not None)
         if not included and address is None:
             return ALLOW
@@ -264,25 +302,31 @@ class Limiter:
             if self.cluster:
                 decision = await self._decide_grouped(plan, address, values, included)
             else:
-                decision, granted, lease_ms = await self._decide(plan, address, values, included, want)
-                if lease is not None and granted > 1:  # added to a reservation still running
+                decision, granted, lease_ms = await self._decide(plan, address, values, included, want, ahead)
+                if not ahead:
+                    granted -= 1  # this request's own
+                if lease is not None and granted > 0 and lease_ms > 0:  # added to a reservation still running
                     now = time.monotonic()
-                    lease.tokens = granted - 1 + (lease.tokens if now < lease.until else 0)
+                    lease.tokens = granted + (lease.tokens if now < lease.until else 0)
                     lease.until = now + lease_ms / 1000
+                    lease.renew_at = now + lease_ms / 2000
+                    lease.low = granted // 4
         except (RespError, RedisError, OSError) as exc:
             self._failed(exc)
+            if ahead:
+                return ALLOW
             return await self._fallback([(plan.rules[i], values[i]) for i in included])  # type: ignore[misc]
         if self.degraded:
             self._recovered()
         return decision
 
     async def _decide(self, plan: Plan, address: str | None, values: Sequence[str | None],
-                      included: tuple[int, ...], want: int = 1) -> tuple[Decision, int, int]:
+                      included: tuple[int, ...], want: int = 1, ahead: bool = False) -> tuple[Decision, int, int]:
         """One script call for the whole request: the decision, and the requests counted with it
         (this one and the lease's) and how long the lease runs (ms)."""
         args = plan.args(included, address is not None)
-        if want > 1:
-            args = [*args, str(want), self._lease_ms]
+        if want > 1 or ahead:
+            args = [*args, str(want), self._lease_ms, "1" if ahead else "0"]
         keys = [ban_key(address)] if address is not None else []
         keys += [ban_key(values[i]) for i in included]  # type: ignore[arg-type]
         for i in included:
