@@ -214,6 +214,8 @@ class Limiter:
         address whose ban applies too."""
         if not self.lease or (address is None and all(v is None for v in values)):
             return await self._check(plan, address, values, 1)
+        if self.admit(plan, address, values):
+            return ALLOW
         kind = (plan, address, *values)
         lease = self._leases.get(kind)
         now = time.monotonic()
@@ -225,10 +227,8 @@ class Limiter:
         if lease.asking is not None and not (lease.tokens > 0 and now < lease.until):
             await asyncio.shield(lease.asking)  # the reservation another request of the kind asked for
             now = time.monotonic()
-        if lease.tokens > 0 and now < lease.until:
+        if lease.tokens > 0 and now < lease.until:  # the reservation waited for came
             lease.tokens -= 1
-            if (lease.tokens <= lease.low or now >= lease.renew_at) and lease.asking is None:
-                self._top_up(plan, address, values, lease, now)
             return ALLOW
         refused = lease.refused
         if refused is not None and now < lease.refused_until:
@@ -250,6 +250,21 @@ class Limiter:
         else:
             lease.refused = None
         return decision
+
+    def admit(self, plan: Plan, address: str | None, values: Sequence[str | None]) -> bool:
+        """True when a running lease admits this request: no round trip and nothing to await,
+        so the CC stage answers most requests of a busy kind without suspending."""
+        lease = self._leases.get((plan, address, *values)) if self.lease else None
+        if lease is None or lease.tokens <= 0:
+            return False
+        now = time.monotonic()
+        if now >= lease.until:
+            return False
+        lease.seen += 1
+        lease.tokens -= 1
+        if (lease.tokens <= lease.low or now >= lease.renew_at) and lease.asking is None:
+            self._top_up(plan, address, values, lease, now)
+        return True
 
     def _want(self, lease: _Lease, now: float, have: int = 0) -> int:
         """As many as came since the last reservation, scaled to a lease (less those in hand)."""

@@ -101,7 +101,10 @@ class CCStage(Stage):
                     values[i] = None
             elif isinstance(answered, Verdict):
                 return answered
-        decision = await self.limiter.check(self.plan, address_value(ctx.client_ip) if self.check_bans else None, values)
+        address = address_value(ctx.client_ip) if self.check_bans else None
+        if self.limiter.admit(self.plan, address, values):  # a busy client's lease: nothing to await
+            return None
+        decision = await self.limiter.check(self.plan, address, values)
         if decision.kind == "allow":
             return None
         if decision.kind == "limited" and decision.rule is not None and decision.rule.action != "reject":
