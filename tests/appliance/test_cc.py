@@ -82,7 +82,13 @@ def test_without_redis_configured_a_private_server_keeps_the_node_exact(
 def test_the_private_server_stops_when_the_supervisor_is_killed(tmp_path: Path, upstream_a: Upstream) -> None:
     app = start_appliance(tmp_path, domain(upstream_a, "[{key: ip, limit: 20/minute}]"))
     socket = tmp_path / "state" / "run" / "cc-redis.sock"
-    children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(app.proc.pid)], capture_output=True, text=True).stdout.split()
+    tree = [line.split() for line in subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True,
+                                                      text=True).stdout.splitlines()]
+    children, parents = [], {str(app.proc.pid)}
+    while parents:  # the listeners and their granian workers: killed at the end, whatever happens
+        found = [pid for pid, ppid in tree if ppid in parents]
+        children += found
+        parents = set(found)
     try:
         assert get(app).status_code == 200
         app.proc.kill()  # SIGKILL: the supervisor runs no cleanup
@@ -92,7 +98,7 @@ def test_the_private_server_stops_when_the_supervisor_is_killed(tmp_path: Path, 
             assert time.monotonic() < deadline, "the private redis-server outlived its supervisor"
             time.sleep(0.1)
     finally:
-        for pid in children:  # the workers, should they outlive it too
+        for pid in children:  # a SIGKILLed supervisor does not take them down
             subprocess.run(["kill", "-9", pid], capture_output=True)
 
 
