@@ -10,7 +10,7 @@ from cc.store import SENTINEL, parse_sentinel
 from limits import parse as parse_limit
 from pydantic import Field, field_validator, model_validator
 
-from appliance.config.types import Duration, Strict
+from appliance.config.types import Duration, DurationOrZero, Strict
 
 
 LEASE = 0.25
@@ -20,7 +20,7 @@ class RedisConfig(Strict):
     url: str | None = None  # redis://, rediss:// or unix:// (a password: ${VAR}); none: the node's private server
     timeout: Duration = 0.05
     cluster: bool = False  # url names one node of a Redis Cluster; the others are discovered
-    lease: Duration = LEASE  # how long a worker admits from a reservation (0: none)
+    lease: DurationOrZero = LEASE  # how long a worker admits from a reservation (0: none)
 
     @field_validator("lease")
     @classmethod

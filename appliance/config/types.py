@@ -25,8 +25,9 @@ _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
-def _duration(value: Any) -> float:
-    """Accept ``5``, ``2.5``, ``500ms``, ``10s``, ``5m``, ``1h``, ``7d``; return seconds."""
+def _duration(value: Any, zero: bool = False) -> float:
+    """Accept ``5``, ``2.5``, ``500ms``, ``10s``, ``5m``, ``1h``, ``7d``; return seconds (``zero``:
+    also ``0``, where zero turns a feature off)."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 10s, 500ms or 5m")
     if isinstance(value, (int, float)):
@@ -36,8 +37,8 @@ def _duration(value: Any) -> float:
         if not match:
             raise ValueError(f"{value!r} is not a duration (use e.g. 10s, 500ms, 5m)")
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds <= 0:
-        raise ValueError("must be greater than zero")
+    if seconds < 0 or (seconds == 0 and not zero):
+        raise ValueError("must be greater than zero" if not zero else "must not be negative")
     return seconds
 
 
@@ -65,6 +66,7 @@ def _relative_to_config(path: Path, info: ValidationInfo) -> Path:
 
 
 Duration = Annotated[float, BeforeValidator(_duration)]
+DurationOrZero = Annotated[float, BeforeValidator(lambda value: _duration(value, zero=True))]
 
 
 def parse_duration(value: str) -> float:
